@@ -1,0 +1,274 @@
+"""Database models for the client-credentials authorization server.
+
+Three tables: the machine clients, the access tokens issued to them, and the
+items each client owns (the "resources" the tutorial's clients access).
+
+What a database dump reveals is deliberately useless: a client secret is kept
+only as a salted hash, an access token only as its SHA-256 digest.
+"""
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from datetime import datetime, timedelta, timezone
+
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import DateTime, ForeignKey, Integer, String, TypeDecorator, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from werkzeug.security import check_password_hash, generate_password_hash
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+db = SQLAlchemy(model_class=Base)
+
+# Generated secrets carry 256 bits of entropy, so stretching them with a slow
+# password hash (scrypt, bcrypt) buys nothing against guessing and would cap
+# token throughput at a few dozen requests a second. One round of salted
+# PBKDF2-HMAC-SHA256 is a salted keyed SHA-256; Werkzeug's check compares in
+# constant time.
+SECRET_HASH_METHOD = "pbkdf2:sha256:1"
+# Hashed when the client id is unknown, so that unknown client and wrong
+# secret take the same time and cannot be told apart (RFC 6749 §5.2).
+_DUMMY_SECRET_HASH = generate_password_hash(secrets.token_urlsafe(32), SECRET_HASH_METHOD)
+
+NAME_MAX_LENGTH = 200
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def hash_token(access_token: str) -> str:
+    """The only form in which an access token is stored or looked up."""
+    return hashlib.sha256(access_token.encode("utf-8")).hexdigest()
+
+
+def scope_to_list(scope: str | None) -> list[str]:
+    # RFC 6749 §3.3: a space-delimited, order-free list.
+    return sorted(set((scope or "").split()))
+
+
+class UTCDateTime(TypeDecorator):
+    """A timestamp that always comes back timezone-aware, in UTC.
+
+    SQLite has no time zones and returns naive datetimes even for
+    DateTime(timezone=True); Flask-OAuthlib compares token expiry with an
+    aware now(), which would raise. Stored as naive UTC on every database.
+    """
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("UTCDateTime needs a timezone-aware datetime")
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=timezone.utc)
+
+
+@event.listens_for(Engine, "connect")
+def _configure_sqlite(dbapi_connection, connection_record) -> None:
+    """WAL lets readers and one writer work at once across processes; the busy
+    timeout makes a second writer wait instead of failing with "database is
+    locked"; SQLite leaves foreign keys (and so ON DELETE CASCADE) off unless asked."""
+    if type(dbapi_connection).__module__.split(".")[0] not in ("sqlite3", "pysqlite2"):
+        return
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def create_schema(attempts: int = 5) -> None:
+    """Create the tables that do not exist yet.
+
+    Several workers may start on an empty database at the same moment: on
+    PostgreSQL an advisory lock lets one create the tables while the others
+    wait; SQLite has no such lock, so a loser of the race tries again and then
+    finds the tables there.
+    """
+    engine = db.engine
+    for attempt in range(attempts):
+        try:
+            with engine.begin() as connection:
+                if engine.dialect.name == "postgresql":
+                    connection.exec_driver_sql("SELECT pg_advisory_xact_lock(70060749)")
+                db.metadata.create_all(connection)
+            return
+        except SQLAlchemyError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.1 * (attempt + 1))
+
+
+class Client(db.Model):
+    """A machine client: a service that authenticates with its own credentials
+    (RFC 6749 §4.4) and owns its own resources."""
+
+    __tablename__ = "clients"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(NAME_MAX_LENGTH))
+    secret_hash: Mapped[str] = mapped_column(String(256))
+    # The scopes this client may ask for, space-delimited (RFC 6749 §3.3).
+    scope: Mapped[str] = mapped_column(String(1000), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    tokens: Mapped[list[Token]] = relationship(
+        back_populates="client", cascade="all, delete-orphan", passive_deletes=True
+    )
+    items: Mapped[list[Item]] = relationship(
+        back_populates="client", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+    # What Flask-OAuthlib's validator reads from a client. Machine clients act
+    # for themselves: there is no user and no redirect URI.
+    user = None
+    default_redirect_uri = None
+    is_confidential = True
+    allowed_grant_types = ("client_credentials",)
+
+    @classmethod
+    def create(cls, name: str, scope: str = "", client_id: str | None = None,
+               client_secret: str | None = None) -> tuple[Client, str]:
+        """Add a new client to the session; return it with its clear secret,
+        which exists only in the return value and is never stored."""
+        client_secret = client_secret or secrets.token_urlsafe(32)
+        client = cls(client_id=client_id or secrets.token_urlsafe(16), name=name,
+                     scope=" ".join(scope_to_list(scope)))
+        client.set_secret(client_secret)
+        db.session.add(client)
+        return client, client_secret
+
+    @classmethod
+    def find(cls, client_id: str | None) -> Client | None:
+        if not client_id:
+            return None
+        return db.session.execute(
+            db.select(cls).filter_by(client_id=client_id)
+        ).scalar_one_or_none()
+
+    @classmethod
+    def authenticate(cls, client_id: str | None, client_secret: str | None) -> Client | None:
+        """The client with these credentials, or None. Takes as long for an
+        unknown client as for a wrong secret."""
+        client = cls.find(client_id)
+        if client is None:
+            check_password_hash(_DUMMY_SECRET_HASH, client_secret or "")
+            return None
+        return client if client.check_secret(client_secret) else None
+
+    def set_secret(self, client_secret: str) -> None:
+        self.secret_hash = generate_password_hash(client_secret, SECRET_HASH_METHOD)
+
+    def check_secret(self, client_secret: str | None) -> bool:
+        # RFC 6749 §2.3.1: an empty parameter counts as omitted, so it never matches.
+        if not client_secret:
+            check_password_hash(self.secret_hash, "")
+            return False
+        return check_password_hash(self.secret_hash, client_secret)
+
+    @property
+    def default_scopes(self) -> list[str]:
+        # RFC 6749 §3.3: a request without `scope` gets all the client may have.
+        return scope_to_list(self.scope)
+
+    def validate_scopes(self, scopes: list[str]) -> bool:
+        # RFC 6749 §3.3: only scopes this client was registered with.
+        return set(scopes) <= set(self.default_scopes)
+
+    def to_dict(self) -> dict:
+        return {"client_id": self.client_id, "name": self.name, "scope": self.scope,
+                "created_at": self.created_at.isoformat()}
+
+
+class Token(db.Model):
+    """A bearer access token (RFC 6750). The token itself is never stored."""
+
+    __tablename__ = "tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # SHA-256 of the token: unique index, so a lookup is one index probe.
+    access_token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    client_pk: Mapped[int] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), index=True)
+    scope: Mapped[str] = mapped_column(String(1000), default="")
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+    # Loaded with the token in one query: every protected request needs both.
+    client: Mapped[Client] = relationship(back_populates="tokens", lazy="joined")
+
+    # Flask-OAuthlib reads these from a token.
+    user = None
+
+    @classmethod
+    def issue(cls, client: Client, access_token: str, scope: str, expires_in: int) -> Token:
+        now = utcnow()
+        token = cls(access_token_hash=hash_token(access_token), client=client,
+                    scope=scope, issued_at=now, expires=now + timedelta(seconds=expires_in))
+        db.session.add(token)
+        return token
+
+    @classmethod
+    def find(cls, access_token: str | None) -> Token | None:
+        if not access_token:
+            return None
+        return db.session.execute(
+            db.select(cls).filter_by(access_token_hash=hash_token(access_token))
+        ).scalar_one_or_none()
+
+    @property
+    def client_id(self) -> str:
+        return self.client.client_id
+
+    @property
+    def scopes(self) -> list[str]:
+        return scope_to_list(self.scope)
+
+    def is_expired(self, now: datetime | None = None) -> bool:
+        return (now or utcnow()) >= self.expires
+
+    def has_scopes(self, required: list[str] | tuple[str, ...]) -> bool:
+        """All of the required scopes (Flask-OAuthlib's own check is any-of)."""
+        return set(required) <= set(self.scopes)
+
+
+class Item(db.Model):
+    """A resource owned by one client; no other client can see it."""
+
+    __tablename__ = "items"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    client_pk: Mapped[int] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(NAME_MAX_LENGTH))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    client: Mapped[Client] = relationship(back_populates="items")
+
+    @classmethod
+    def create(cls, client: Client, name: object) -> Item:
+        """Add an item owned by `client`; ValueError says what is wrong with `name`."""
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError('"name" must be a non-empty string.')
+        name = name.strip()
+        if len(name) > NAME_MAX_LENGTH:
+            raise ValueError(f'"name" must be at most {NAME_MAX_LENGTH} characters.')
+        item = cls(client=client, name=name)
+        db.session.add(item)
+        return item
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "name": self.name, "created_at": self.created_at.isoformat()}
