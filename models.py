@@ -125,6 +125,9 @@ class Client(db.Model):
     secret_hash: Mapped[str] = mapped_column(String(256))
     # The scopes this client may ask for, space-delimited (RFC 6749 §3.3).
     scope: Mapped[str] = mapped_column(String(1000), default="")
+    # RFC 7591 §2 `grant_types`: empty for a client that may not get tokens
+    # (a resource server that only introspects, say).
+    grant_types: Mapped[str] = mapped_column(String(200), default="client_credentials")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     tokens: Mapped[list[Token]] = relationship(
@@ -139,16 +142,16 @@ class Client(db.Model):
     user = None
     default_redirect_uri = None
     is_confidential = True
-    allowed_grant_types = ("client_credentials",)
 
     @classmethod
     def create(cls, name: str, scope: str = "", client_id: str | None = None,
-               client_secret: str | None = None) -> tuple[Client, str]:
+               client_secret: str | None = None,
+               grant_types: str = "client_credentials") -> tuple[Client, str]:
         """Add a new client to the session; return it with its clear secret,
         which exists only in the return value and is never stored."""
         client_secret = client_secret or secrets.token_urlsafe(32)
         client = cls(client_id=client_id or secrets.token_urlsafe(16), name=name,
-                     scope=" ".join(scope_to_list(scope)))
+                     scope=" ".join(scope_to_list(scope)), grant_types=grant_types)
         client.set_secret(client_secret)
         db.session.add(client)
         return client, client_secret
@@ -182,6 +185,10 @@ class Client(db.Model):
         return check_password_hash(self.secret_hash, client_secret)
 
     @property
+    def allowed_grant_types(self) -> list[str]:
+        return self.grant_types.split()
+
+    @property
     def default_scopes(self) -> list[str]:
         # RFC 6749 §3.3: a request without `scope` gets all the client may have.
         return scope_to_list(self.scope)
@@ -192,7 +199,7 @@ class Client(db.Model):
 
     def to_dict(self) -> dict:
         return {"client_id": self.client_id, "name": self.name, "scope": self.scope,
-                "created_at": self.created_at.isoformat()}
+                "grant_types": self.allowed_grant_types, "created_at": self.created_at.isoformat()}
 
 
 class Token(db.Model):

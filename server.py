@@ -86,6 +86,13 @@ class ClientCredentialsValidator(OAuth2RequestValidator):
         request.client = client
         return True
 
+    def validate_scopes(self, client_id, scopes, client, request, *args, **kwargs):
+        # RFC 6749 §3.3: scope is a set ("read read" is "read"); §3.1: an empty
+        # parameter counts as omitted, so it means all of the client's scopes.
+        # oauthlib reads scope="" as one scope named "".
+        request.scopes = scope_to_list(' '.join(scopes)) or client.default_scopes
+        return client.validate_scopes(request.scopes)
+
     def validate_bearer_token(self, token, scopes, request):
         # RFC 6750 §3.1: tell a missing token, a bad one and a missing scope apart,
         # require all of the route's scopes (the fork accepts any one of them),
@@ -267,6 +274,13 @@ CLIENT_AUTH_ENDPOINTS = {'access_token'}
 @form_post
 @oauth.token_handler
 def access_token():
+    # Flask-OAuthlib's server also knows the user-facing grants; this one
+    # implements only client credentials (RFC 6749 §4.4.2).
+    grant_type = request.form.get('grant_type')
+    if not grant_type:
+        raise errors.InvalidRequestError(description='Missing grant_type parameter.')
+    if grant_type != 'client_credentials':
+        raise errors.UnsupportedGrantTypeError()
     return None  # no extra fields in the token response
 
 
@@ -334,13 +348,16 @@ def validate_scope(scope: str) -> str:
 @click.argument('name')
 @click.option('--scope', default='read write', show_default=True,
               help='Space-separated scopes the client may request.')
+@click.option('--no-tokens', is_flag=True,
+              help='The client may not get tokens (it only revokes or introspects).')
 @click.option('--json', 'as_json', is_flag=True, help='Print the credentials as JSON.')
 @database_command
-def create_client_command(name, scope, as_json):
+def create_client_command(name, scope, no_tokens, as_json):
     """Register a machine client and print its credentials once."""
     if not name.strip():
         raise click.BadParameter('must not be empty', param_hint="'NAME'")
-    client, client_secret = Client.create(name.strip(), validate_scope(scope))
+    client, client_secret = Client.create(name.strip(), validate_scope(scope),
+                                          grant_types='' if no_tokens else 'client_credentials')
     db.session.commit()
     if as_json:
         click.echo(app.json.dumps({**client.to_dict(), 'client_secret': client_secret}))

@@ -1,0 +1,139 @@
+"""Shared fixtures: the app on a throwaway database, clients, tokens, servers.
+
+The suite runs on a fresh SQLite file unless TEST_DATABASE_URL names another
+database (the CI run points it at a throwaway PostgreSQL). DATABASE_URL is
+deliberately ignored: the suite empties every table between tests.
+"""
+import base64
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from urllib.parse import quote_plus
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+_TMP = tempfile.mkdtemp(prefix='oauth-tests-')
+DATABASE_URL = os.environ.get('TEST_DATABASE_URL') or f'sqlite:///{_TMP}/test.sqlite'
+os.environ['DATABASE_URL'] = DATABASE_URL  # read by server.py at import
+sys.path.insert(0, str(ROOT))
+
+import server  # noqa: E402
+from models import Client, Token, create_schema, db  # noqa: E402
+
+TOKEN_URL = '/oauth/token'
+
+
+@pytest.fixture(scope='session')
+def app():
+    with server.app.app_context():
+        create_schema()
+    return server.app
+
+
+@pytest.fixture(autouse=True)
+def clean_database(app):
+    """Every test starts on empty tables and inside an app context."""
+    with app.app_context():
+        for table in reversed(db.metadata.sorted_tables):
+            db.session.execute(table.delete())
+        db.session.commit()
+        yield
+        db.session.remove()
+
+
+@pytest.fixture
+def http(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def make_client():
+    """make_client(name, scope) -> (client_id, client_secret), committed."""
+    def make(name='service', scope='read write', **kwargs):
+        client, secret = Client.create(name, scope, **kwargs)
+        db.session.commit()
+        return client.client_id, secret
+    return make
+
+
+@pytest.fixture
+def credentials(make_client):
+    return make_client()
+
+
+def token_form(client_id, client_secret, **extra):
+    return {'grant_type': 'client_credentials', 'client_id': client_id,
+            'client_secret': client_secret, **extra}
+
+
+def basic_header(client_id, client_secret):
+    """RFC 6749 §2.3.1: form-urlencode each part, then base64."""
+    raw = f'{quote_plus(client_id)}:{quote_plus(client_secret)}'.encode()
+    return {'Authorization': 'Basic ' + base64.b64encode(raw).decode()}
+
+
+@pytest.fixture
+def get_token(http):
+    """get_token(client_id, secret, scope=None) -> access token string."""
+    def get(client_id, client_secret, **extra):
+        response = http.post(TOKEN_URL, data=token_form(client_id, client_secret, **extra))
+        assert response.status_code == 200, response.get_json()
+        return response.get_json()['access_token']
+    return get
+
+
+@pytest.fixture
+def token(credentials, get_token):
+    return get_token(*credentials)
+
+
+def bearer(access_token):
+    return {'Authorization': f'Bearer {access_token}'}
+
+
+def count(model):
+    db.session.expire_all()
+    return db.session.scalar(db.select(db.func.count()).select_from(model))
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def live_server(app):
+    """The app served over real HTTP on loopback, in this process (same database)."""
+    from werkzeug.serving import make_server
+    httpd = make_server('127.0.0.1', 0, app, threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f'http://127.0.0.1:{httpd.server_port}'
+    httpd.shutdown()
+    thread.join(timeout=5)
+
+
+def wait_for_port(port, process=None, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f'server exited early: {process.stdout.read() if process.stdout else ""}')
+        try:
+            with socket.create_connection(('127.0.0.1', port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f'nothing listening on port {port} after {timeout} s')
+
+
+def run_python(*args, env=None, timeout=60, **kwargs):
+    """Run one of the project's scripts as a user would, with a bounded time."""
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env={**os.environ, **(env or {})},
+                          capture_output=True, text=True, timeout=timeout, **kwargs)

@@ -1,0 +1,96 @@
+"""flask --app server <command>: client management from the command line."""
+import json
+
+import pytest
+from conftest import TOKEN_URL, run_python, token_form
+
+from models import Client, db
+
+
+@pytest.fixture
+def cli(app):
+    runner = app.test_cli_runner()
+
+    def invoke(*args):
+        return runner.invoke(args=list(args))
+    return invoke
+
+
+def test_create_client_prints_working_credentials_once(cli, http):
+    result = cli('create-client', 'billing')
+    assert result.exit_code == 0, result.output
+    lines = dict(line.split(':', 1) for line in result.output.splitlines() if line.startswith('client_'))
+    client_id, secret = lines['client_id'].strip(), lines['client_secret'].strip()
+    assert len(secret) >= 43  # 32 random bytes
+    response = http.post(TOKEN_URL, data=token_form(client_id, secret))
+    assert response.status_code == 200
+    assert response.get_json()['scope'] == 'read write'
+    db.session.expire_all()
+    assert Client.find(client_id).name == 'billing'
+    assert secret not in Client.find(client_id).secret_hash
+
+
+def test_create_client_json_and_scope(cli, http):
+    result = cli('create-client', 'reports', '--scope', 'read', '--json')
+    assert result.exit_code == 0
+    created = json.loads(result.output)
+    assert created['name'] == 'reports' and created['scope'] == 'read'
+    assert created['grant_types'] == ['client_credentials']
+    response = http.post(TOKEN_URL, data=token_form(created['client_id'], created['client_secret']))
+    assert response.get_json()['scope'] == 'read'
+
+
+def test_create_client_without_tokens(cli, http):
+    created = json.loads(cli('create-client', 'gateway', '--no-tokens', '--json').output)
+    assert created['grant_types'] == []
+    response = http.post(TOKEN_URL, data=token_form(created['client_id'], created['client_secret']))
+    assert response.get_json()['error'] == 'unauthorized_client'
+
+
+@pytest.mark.parametrize('args, message', [
+    (['create-client', 'x', '--scope', 'read admin'], "unknown scope 'admin'"),
+    (['create-client', '   '], 'must not be empty'),
+    (['create-client'], "Missing argument 'NAME'"),
+])
+def test_create_client_rejects_bad_arguments(cli, args, message):
+    result = cli(*args)
+    assert result.exit_code == 2
+    assert message in result.stderr
+    assert db.session.scalar(db.select(db.func.count()).select_from(Client)) == 0
+
+
+def test_list_clients_never_shows_secrets(cli):
+    created = [json.loads(cli('create-client', name, '--json').output) for name in ('a', 'b')]
+    listing = cli('list-clients')
+    assert listing.exit_code == 0
+    for client in created:
+        assert client['client_id'] in listing.output
+        assert client['client_secret'] not in listing.output
+    as_json = json.loads(cli('list-clients', '--json').output)
+    assert [c['name'] for c in as_json] == ['a', 'b']
+    assert all('secret' not in key for c in as_json for key in c)
+
+
+def test_list_clients_when_there_are_none(cli):
+    result = cli('list-clients')
+    assert result.exit_code == 0
+
+
+def test_the_real_flask_command(tmp_path):
+    # The documented entry point, in its own process, on an empty database.
+    env = {'DATABASE_URL': f'sqlite:///{tmp_path}/cli.sqlite'}
+    created = run_python('-m', 'flask', '--app', 'server', 'create-client', 'svc', '--json', env=env)
+    assert created.returncode == 0, created.stderr
+    client_id = json.loads(created.stdout)['client_id']
+    listed = run_python('-m', 'flask', '--app', 'server', 'list-clients', env=env)
+    assert listed.returncode == 0 and client_id in listed.stdout
+
+
+def test_an_unusable_database_is_one_line_and_exit_1(tmp_path):
+    env = {'DATABASE_URL': f'sqlite:///{tmp_path}/missing-dir/x.sqlite'}
+    result = run_python('-m', 'flask', '--app', 'server', 'list-clients', env=env)
+    assert result.returncode == 1
+    assert 'Traceback' not in result.stderr
+    assert result.stderr.strip().startswith('Error: cannot use the database:')
+    assert len(result.stderr.strip().splitlines()) == 1
+

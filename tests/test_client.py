@@ -1,0 +1,157 @@
+"""client.py against a real HTTP server on loopback: caching, retry, errors."""
+import http.server
+import json
+import socket
+import threading
+
+import pytest
+import requests
+from conftest import count
+
+import client as client_module
+from client import ApiClient, ClientCredentials, ClientError, OAuthError
+from models import Token, db
+
+
+@pytest.fixture
+def api(live_server, credentials):
+    return ApiClient(live_server, *credentials)
+
+
+def test_calls_reuse_one_token(api):
+    assert api.me()['client_id'] == api.auth.client_id
+    for _ in range(5):
+        api.me()
+    api.create_item('pens')
+    assert api.list_items()['items'][0]['name'] == 'pens'
+    assert count(Token) == 1  # one token request for eight API calls
+
+
+def test_token_is_renewed_shortly_before_it_expires(api, monkeypatch):
+    api.me()
+    issued = api.auth.token['expires_in']
+    now = client_module.time.monotonic()
+    monkeypatch.setattr(client_module.time, 'monotonic', lambda: now + issued - 29)
+    api.me()
+    assert count(Token) == 2
+    api.me()
+    assert count(Token) == 2
+
+
+def test_invalid_token_triggers_one_new_token_and_one_retry(live_server, credentials):
+    auth = ClientCredentials(f'{live_server}/oauth/token', *credentials)
+    session = requests.Session()
+    assert session.get(f'{live_server}/api/me', auth=auth, timeout=5).status_code == 200
+    db.session.execute(db.delete(Token))  # the server forgets the token (as on revocation)
+    db.session.commit()
+    response = session.get(f'{live_server}/api/me', auth=auth, timeout=5)
+    assert response.status_code == 200
+    assert [r.status_code for r in response.history] == [401]
+    assert count(Token) == 1
+
+
+def test_insufficient_scope_is_not_retried(live_server, credentials):
+    api = ApiClient(live_server, *credentials, scope='read')
+    with pytest.raises(OAuthError) as raised:
+        api.create_item('x')
+    assert raised.value.status == 403 and raised.value.error == 'insufficient_scope'
+    assert count(Token) == 1
+
+
+def test_basic_authentication(live_server, credentials):
+    api = ApiClient(live_server, *credentials, auth_method='basic')
+    assert api.me()['client_id'] == credentials[0]
+
+
+def test_basic_authentication_encodes_special_characters(live_server, make_client):
+    credentials = make_client(client_id='id with:colon', client_secret='s3cret+/:%')
+    api = ApiClient(live_server, *credentials, auth_method='basic')
+    assert api.me()['client_id'] == 'id with:colon'
+
+
+def test_wrong_secret_is_an_oauth_error(live_server, credentials):
+    api = ApiClient(live_server, credentials[0], 'wrong')
+    with pytest.raises(OAuthError) as raised:
+        api.me()
+    assert raised.value.error == 'invalid_client'
+    assert 'client id or secret' in str(raised.value)
+
+
+def test_server_down_is_a_client_error(free_port_url):
+    with pytest.raises(ClientError, match='cannot connect'):
+        ApiClient(free_port_url, 'a', 'b').me()
+
+
+@pytest.fixture
+def free_port_url():
+    from conftest import free_port
+    return f'http://127.0.0.1:{free_port()}'
+
+
+@pytest.fixture
+def html_server():
+    """A loopback server that answers every request with an HTML 502 page."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = b'<html>Bad Gateway</html>'
+            self.send_response(502)
+            self.send_header('Content-Type', 'text/html')
+            self.send_header('Content-Length', str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        do_GET = do_POST
+
+        def log_message(self, *args):
+            pass
+    httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f'http://127.0.0.1:{httpd.server_port}'
+    httpd.shutdown()
+
+
+def test_non_json_answer_is_a_client_error(html_server):
+    with pytest.raises(ClientError, match='HTTP 502 with text/html, not JSON'):
+        ApiClient(html_server, 'a', 'b').me()
+
+
+def test_a_silent_server_times_out():
+    with socket.socket() as listener:  # accepts connections, never answers
+        listener.bind(('127.0.0.1', 0))
+        listener.listen()
+        url = f'http://127.0.0.1:{listener.getsockname()[1]}'
+        with pytest.raises(ClientError, match='did not answer within 0.3 s'):
+            ApiClient(url, 'a', 'b', timeout=0.3).me()
+
+
+def test_script_prints_the_api_answer(live_server, credentials, capsys):
+    args = ['--server', live_server, '--client-id', credentials[0], '--client-secret', credentials[1]]
+    assert client_module.main(args) == 0
+    assert json.loads(capsys.readouterr().out)['client_id'] == credentials[0]
+    assert client_module.main(args + ['add-item', 'pens']) == 0
+    assert json.loads(capsys.readouterr().out)['name'] == 'pens'
+    assert client_module.main(args + ['items']) == 0
+    assert [i['name'] for i in json.loads(capsys.readouterr().out)['items']] == ['pens']
+
+
+def test_script_reads_credentials_from_the_environment(live_server, credentials, capsys, monkeypatch):
+    monkeypatch.setenv('OAUTH_SERVER', live_server)
+    monkeypatch.setenv('OAUTH_CLIENT_ID', credentials[0])
+    monkeypatch.setenv('OAUTH_CLIENT_SECRET', credentials[1])
+    assert client_module.main([]) == 0
+    assert json.loads(capsys.readouterr().out)['client_id'] == credentials[0]
+
+
+def test_script_errors_are_one_line(live_server, credentials, capsys):
+    assert client_module.main(['--server', live_server, '--client-id', credentials[0],
+                               '--client-secret', 'wrong']) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ''
+    assert captured.err.strip().splitlines() == [
+        'client.py: invalid_client: the server rejected the client id or secret']
+
+
+def test_script_rejects_a_server_that_is_not_a_url(capsys):
+    with pytest.raises(SystemExit) as exited:
+        client_module.main(['--server', 'localhost:5000'])
+    assert exited.value.code == 2
+    assert '--server must be an http(s) URL' in capsys.readouterr().err

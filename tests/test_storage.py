@@ -1,0 +1,55 @@
+"""What the database holds: hashes only, aware timestamps, cascades."""
+from conftest import TOKEN_URL, bearer, count, token_form
+
+from models import Client, Item, Token, db
+
+
+def database_dump() -> str:
+    """Every row of every table as text, as a stolen backup would show it."""
+    db.session.expire_all()
+    rows = []
+    for table in db.metadata.sorted_tables:
+        rows += [repr(tuple(row)) for row in db.session.execute(table.select())]
+    return '\n'.join(rows)
+
+
+def test_secrets_and_tokens_are_not_stored_in_clear(http, credentials, get_token):
+    client_id, secret = credentials
+    access_token = get_token(client_id, secret)
+    dump = database_dump()
+    assert client_id in dump  # the dump is real
+    assert secret not in dump
+    assert access_token not in dump
+
+
+def test_a_dump_alone_authenticates_nobody(http, credentials, get_token):
+    client_id, secret = credentials
+    get_token(client_id, secret)
+    client = Client.find(client_id)
+    stored_token = db.session.scalar(db.select(Token))
+    for guess in (client.secret_hash, client.secret_hash.rsplit('$', 1)[-1]):
+        response = http.post(TOKEN_URL, data=token_form(client_id, guess))
+        assert response.status_code == 401
+    response = http.get('/api/me', headers=bearer(stored_token.access_token_hash))
+    assert response.status_code == 401
+
+
+def test_secret_hashes_are_salted(make_client):
+    first = make_client('a', client_secret='same-secret')
+    second = make_client('b', client_secret='same-secret')
+    hashes = {Client.find(first[0]).secret_hash, Client.find(second[0]).secret_hash}
+    assert len(hashes) == 2
+
+
+def test_expiry_reads_back_timezone_aware(token):
+    db.session.expire_all()
+    stored = db.session.scalar(db.select(Token))
+    assert stored.expires.tzinfo is not None
+    assert not stored.is_expired()
+
+
+def test_deleting_a_client_deletes_its_tokens_and_items(http, credentials, token):
+    http.post('/api/items', json={'name': 'x'}, headers=bearer(token))
+    db.session.execute(db.delete(Client))  # a plain SQL delete: the database cascades
+    db.session.commit()
+    assert (count(Client), count(Token), count(Item)) == (0, 0, 0)
