@@ -5,6 +5,8 @@ As a script it does what the tutorial's client does, then uses the token:
     python client.py                  # demo client: token, then GET /api/me
     python client.py items            # GET /api/items   (scope read)
     python client.py add-item "Pens"  # POST /api/items  (scope write)
+    python client.py introspect TOKEN # what the server knows of a token
+    python client.py revoke           # revoke the token this run holds
 
 As a module it gives other code a `requests` auth object (or a session) that
 gets, caches and renews the token itself:
@@ -21,6 +23,7 @@ import os
 import sys
 import threading
 import time
+from functools import cached_property
 from urllib.parse import quote_plus, urljoin, urlsplit
 
 import requests
@@ -30,6 +33,9 @@ DEFAULT_CLIENT_ID = 'demo-client'
 DEFAULT_CLIENT_SECRET = 'demo-secret'
 TIMEOUT = 10  # seconds to connect, and again to read; no call waits for ever
 RENEW_BEFORE = 30  # seconds before expiry at which a cached token is replaced
+METADATA_PATH = '.well-known/oauth-authorization-server'  # RFC 8414 §3
+DEFAULT_ENDPOINTS = {'token_endpoint': 'oauth/token', 'revocation_endpoint': 'oauth/revoke',
+                     'introspection_endpoint': 'oauth/introspect'}
 
 
 class ClientError(Exception):
@@ -80,19 +86,23 @@ class ClientCredentials(requests.auth.AuthBase):
         self._renew_at = 0.0
         self._lock = threading.Lock()
 
-    def fetch_token(self) -> dict:
-        """Ask the token endpoint for a new token and cache it."""
-        data = {'grant_type': 'client_credentials'}
-        if self.scope:
-            data['scope'] = self.scope
-        auth = None
+    def post_as_client(self, url: str, data: dict) -> dict:
+        """POST a form to an endpoint that authenticates the client: the token,
+        revocation and introspection endpoints."""
+        data, auth = dict(data), None
         if self.auth_method == 'basic':
             # RFC 6749 §2.3.1: id and secret are form-urlencoded inside Basic.
             auth = requests.auth.HTTPBasicAuth(quote_plus(self.client_id), quote_plus(self.client_secret))
         else:  # client_secret_post, as in the tutorial
             data.update(client_id=self.client_id, client_secret=self.client_secret)
-        response = self.session.post(self.token_url, data=data, auth=auth, timeout=self.timeout)
-        token = json_answer(response)
+        return json_answer(self.session.post(url, data=data, auth=auth, timeout=self.timeout))
+
+    def fetch_token(self) -> dict:
+        """Ask the token endpoint for a new token and cache it."""
+        data = {'grant_type': 'client_credentials'}
+        if self.scope:
+            data['scope'] = self.scope
+        token = self.post_as_client(self.token_url, data)
         if not isinstance(token.get('access_token'), str) or \
                 str(token.get('token_type', '')).lower() != 'bearer':
             raise ClientError(f'{self.token_url} did not answer with a Bearer token')
@@ -140,28 +150,58 @@ class ClientCredentials(requests.auth.AuthBase):
 
 
 class ApiClient:
-    """A session on one server: every call authenticated, timed out and checked."""
+    """A session on one server: every call authenticated, timed out and checked.
+
+    Given only the server's base URL, it reads the endpoints from the server's
+    metadata (RFC 8414) on first use, and falls back to the default paths.
+    """
 
     def __init__(self, server: str, client_id: str, client_secret: str, scope: str | None = None,
                  auth_method: str = 'post', timeout: float = TIMEOUT):
         self.server = server.rstrip('/') + '/'
         self.timeout = timeout
         self.session = requests.Session()
-        self.auth = ClientCredentials(urljoin(self.server, 'oauth/token'), client_id, client_secret,
-                                      scope, auth_method, timeout, self.session)
+        self.client_id, self.client_secret = client_id, client_secret
+        self.scope, self.auth_method = scope, auth_method
 
-    def request(self, method: str, path: str, **kwargs) -> dict:
-        kwargs.setdefault('timeout', self.timeout)
+    @cached_property
+    def metadata(self) -> dict:
+        """The server's metadata, or {} when it has none we may use."""
+        response = self.session.get(urljoin(self.server, METADATA_PATH), timeout=self.timeout)
         try:
-            response = self.session.request(method, urljoin(self.server, path.lstrip('/')),
-                                            auth=self.auth, **kwargs)
+            metadata = response.json() if response.status_code == 200 else {}
+        except ValueError:
+            return {}
+        # RFC 8414 §3.3: metadata naming another issuer MUST NOT be used.
+        if not isinstance(metadata, dict) or \
+                str(metadata.get('issuer', '')).rstrip('/') != self.server.rstrip('/'):
+            return {}
+        return metadata
+
+    def endpoint(self, name: str) -> str:
+        url = self.metadata.get(name)
+        return url if isinstance(url, str) and url else urljoin(self.server, DEFAULT_ENDPOINTS[name])
+
+    @cached_property
+    def auth(self) -> ClientCredentials:
+        return ClientCredentials(self.endpoint('token_endpoint'), self.client_id, self.client_secret,
+                                 self.scope, self.auth_method, self.timeout, self.session)
+
+    def call(self, operation, *args, **kwargs):
+        """Run one operation against the server; transport failures become one-line ClientErrors."""
+        try:
+            return operation(*args, **kwargs)
         except requests.Timeout:
             raise ClientError(f'{self.server} did not answer within {self.timeout} s')
         except requests.ConnectionError:
             raise ClientError(f'cannot connect to {self.server} (is the server running?)')
         except requests.RequestException as error:
             raise ClientError(f'request to {self.server} failed: {type(error).__name__}')
-        return json_answer(response)
+
+    def request(self, method: str, path: str, **kwargs) -> dict:
+        kwargs.setdefault('timeout', self.timeout)
+        url = urljoin(self.server, path.lstrip('/'))
+        return self.call(lambda: json_answer(self.session.request(method, url, auth=self.auth, **kwargs)))
 
     def get(self, path: str, **kwargs) -> dict:
         return self.request('GET', path, **kwargs)
@@ -177,6 +217,23 @@ class ApiClient:
 
     def create_item(self, name: str) -> dict:
         return self.post('/api/items', json={'name': name})
+
+    def revoke(self, token: str | None = None) -> dict:
+        """Revoke `token`, or the token this client holds (RFC 7009)."""
+        def revoke():
+            target = token or self.auth.access_token
+            answer = self.auth.post_as_client(self.endpoint('revocation_endpoint'),
+                                              {'token': target, 'token_type_hint': 'access_token'})
+            self.auth.forget(target)
+            return answer
+        self.call(revoke)
+        return {'revoked': True}
+
+    def introspect(self, token: str) -> dict:
+        """What the server says of `token` (RFC 7662): {"active": false} unless
+        it is live and this client may see it."""
+        return self.call(lambda: self.auth.post_as_client(
+            self.endpoint('introspection_endpoint'), {'token': token, 'token_type_hint': 'access_token'}))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -196,6 +253,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     commands.add_parser('items', help="list this client's items")
     add = commands.add_parser('add-item', help='create an item')
     add.add_argument('name')
+    revoke = commands.add_parser('revoke', help='revoke TOKEN, or the token this run gets')
+    revoke.add_argument('token', nargs='?')
+    introspect = commands.add_parser('introspect', help='ask the server about TOKEN')
+    introspect.add_argument('token')
     args = parser.parse_args(argv)
     if urlsplit(args.server).scheme not in ('http', 'https') or not urlsplit(args.server).hostname:
         parser.error(f'--server must be an http(s) URL, not {args.server!r}')
@@ -214,6 +275,10 @@ def main(argv: list[str] | None = None) -> int:
             result = api.list_items()
         elif args.command == 'add-item':
             result = api.create_item(args.name)
+        elif args.command == 'revoke':
+            result = api.revoke(args.token)
+        elif args.command == 'introspect':
+            result = api.introspect(args.token)
         else:
             result = api.me()
     except ClientError as error:

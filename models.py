@@ -14,7 +14,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import DateTime, ForeignKey, Integer, String, TypeDecorator, event
+from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, TypeDecorator, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -128,6 +128,13 @@ class Client(db.Model):
     # RFC 7591 §2 `grant_types`: empty for a client that may not get tokens
     # (a resource server that only introspects, say).
     grant_types: Mapped[str] = mapped_column(String(200), default="client_credentials")
+    # Seconds; None means the server's OAUTH2_PROVIDER_TOKEN_EXPIRES_IN.
+    token_lifetime: Mapped[int | None] = mapped_column(Integer, default=None)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # After a rotation with a grace period the old secret keeps working until
+    # previous_secret_expires, so a fleet of instances can roll over.
+    previous_secret_hash: Mapped[str | None] = mapped_column(String(256), default=None)
+    previous_secret_expires: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     tokens: Mapped[list[Token]] = relationship(
@@ -166,23 +173,47 @@ class Client(db.Model):
 
     @classmethod
     def authenticate(cls, client_id: str | None, client_secret: str | None) -> Client | None:
-        """The client with these credentials, or None. Takes as long for an
-        unknown client as for a wrong secret."""
+        """The enabled client with these credentials, or None. Takes as long
+        for an unknown client as for a wrong secret."""
         client = cls.find(client_id)
         if client is None:
             check_password_hash(_DUMMY_SECRET_HASH, client_secret or "")
             return None
-        return client if client.check_secret(client_secret) else None
+        return client if client.check_secret(client_secret) and not client.disabled else None
 
     def set_secret(self, client_secret: str) -> None:
         self.secret_hash = generate_password_hash(client_secret, SECRET_HASH_METHOD)
+        self.previous_secret_hash = self.previous_secret_expires = None
+
+    def rotate_secret(self, grace: int = 0) -> str:
+        """Replace the secret; the old one keeps working for `grace` seconds.
+        Returns the new secret in clear, the only time it exists."""
+        old_hash, client_secret = self.secret_hash, secrets.token_urlsafe(32)
+        self.set_secret(client_secret)
+        if grace > 0:
+            self.previous_secret_hash = old_hash
+            self.previous_secret_expires = utcnow() + timedelta(seconds=grace)
+        return client_secret
 
     def check_secret(self, client_secret: str | None) -> bool:
         # RFC 6749 §2.3.1: an empty parameter counts as omitted, so it never matches.
         if not client_secret:
             check_password_hash(self.secret_hash, "")
             return False
-        return check_password_hash(self.secret_hash, client_secret)
+        if check_password_hash(self.secret_hash, client_secret):
+            return True
+        return bool(self.previous_secret_hash and self.previous_secret_expires
+                    and utcnow() < self.previous_secret_expires
+                    and check_password_hash(self.previous_secret_hash, client_secret))
+
+    def disable(self) -> int:
+        """Refuse this client from now on and revoke its live tokens, so that
+        enabling it again later does not bring them back. Returns how many."""
+        self.disabled = True
+        result = db.session.execute(
+            db.update(Token).where(Token.client_pk == self.id, Token.revoked_at.is_(None))
+            .values(revoked_at=utcnow()))
+        return result.rowcount
 
     @property
     def allowed_grant_types(self) -> list[str]:
@@ -199,7 +230,8 @@ class Client(db.Model):
 
     def to_dict(self) -> dict:
         return {"client_id": self.client_id, "name": self.name, "scope": self.scope,
-                "grant_types": self.allowed_grant_types, "created_at": self.created_at.isoformat()}
+                "grant_types": self.allowed_grant_types, "token_lifetime": self.token_lifetime,
+                "disabled": self.disabled, "created_at": self.created_at.isoformat()}
 
 
 class Token(db.Model):
@@ -214,6 +246,7 @@ class Token(db.Model):
     scope: Mapped[str] = mapped_column(String(1000), default="")
     issued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
     # Loaded with the token in one query: every protected request needs both.
     client: Mapped[Client] = relationship(back_populates="tokens", lazy="joined")
@@ -243,10 +276,38 @@ class Token(db.Model):
 
     @property
     def scopes(self) -> list[str]:
-        return scope_to_list(self.scope)
+        """The scopes this token grants now: those it was issued with that
+        its client still has (narrowing a client narrows its live tokens)."""
+        return [s for s in scope_to_list(self.scope) if s in self.client.default_scopes]
 
     def is_expired(self, now: datetime | None = None) -> bool:
         return (now or utcnow()) >= self.expires
+
+    def is_active(self, now: datetime | None = None) -> bool:
+        """Usable right now: not expired, not revoked, its client not disabled."""
+        return not self.is_expired(now) and self.revoked_at is None and not self.client.disabled
+
+    def revoke(self) -> None:
+        if self.revoked_at is None:
+            self.revoked_at = utcnow()
+
+    @classmethod
+    def purge(cls, batch: int = 5000) -> int:
+        """Delete expired and revoked tokens in small transactions, so a
+        running server is never locked out for long. Returns how many."""
+        dead = db.or_(cls.expires <= utcnow(), cls.revoked_at.is_not(None))
+        deleted = 0
+        while True:
+            ids = db.session.scalars(db.select(cls.id).where(dead).limit(batch)).all()
+            if not ids:
+                return deleted
+            deleted += db.session.execute(db.delete(cls).where(cls.id.in_(ids))).rowcount
+            db.session.commit()
+
+    def to_introspection(self) -> dict:
+        """RFC 7662 §2.2 claims of an active token."""
+        return {"client_id": self.client_id, "scope": " ".join(self.scopes), "token_type": "Bearer",
+                "exp": int(self.expires.timestamp()), "iat": int(self.issued_at.timestamp())}
 
     def has_scopes(self, required: list[str] | tuple[str, ...]) -> bool:
         """All of the required scopes (Flask-OAuthlib's own check is any-of)."""

@@ -19,15 +19,16 @@ from functools import wraps
 from urllib.parse import unquote_plus
 
 import click
-from flask import Flask, jsonify, request
+from flask import Flask, jsonify, request, url_for
 from flask_oauthlib.provider import OAuth2Provider, OAuth2RequestValidator
+from flask_oauthlib.utils import create_response, extract_params
 from oauthlib.common import urldecode
 from oauthlib.oauth2.rfc6749 import errors
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.datastructures import Authorization
 from werkzeug.exceptions import HTTPException
 
-from models import Client, Item, Token, create_schema, db, scope_to_list
+from models import NAME_MAX_LENGTH, Client, Item, Token, create_schema, db, scope_to_list, utcnow
 
 # --- Configuration --------------------------------------------------------
 # Defaults below; every key can be overridden from the environment as
@@ -37,8 +38,10 @@ app = Flask(__name__)
 app.config['OAUTH2_PROVIDER_TOKEN_EXPIRES_IN'] = 3600  # token lifetime, seconds
 app.config.update(
     SQLALCHEMY_DATABASE_URI='sqlite:///oauth.sqlite',  # relative: in the instance folder
-    OAUTH2_SCOPES_SUPPORTED=['read', 'write'],
+    # `introspect` lets a resource server introspect any client's tokens.
+    OAUTH2_SCOPES_SUPPORTED=['read', 'write', 'introspect'],
     OAUTH2_REALM='client-credentials',
+    OAUTH2_ISSUER=None,  # public base URL, e.g. https://auth.example.com; default: from the request
     MAX_CONTENT_LENGTH=64 * 1024,
 )
 app.config.from_prefixed_env()
@@ -76,6 +79,11 @@ class ClientCredentialsValidator(OAuth2RequestValidator):
                 description='Use one client authentication method, not both.', request=request)
         return client_id, unquote_plus(basic.password or '')
 
+    def client_authentication_required(self, request, *args, **kwargs):
+        # Every client here is confidential, so revocation (RFC 7009 §2.1) and
+        # introspection check the secret too; the fork checks only the id.
+        return True
+
     def authenticate_client(self, request, *args, **kwargs):
         # The fork compares plaintext secrets with `!=`; ours are hashed and
         # compared in constant time.
@@ -109,7 +117,7 @@ class ClientCredentialsValidator(OAuth2RequestValidator):
             request.bearer_error = errors.InvalidTokenError(description='The access token is malformed.')
             return False
         tok = self._tokengetter(access_token=token)
-        if tok is None or tok.is_expired():
+        if tok is None or not tok.is_active():
             request.bearer_error = errors.InvalidTokenError(
                 description='The access token is unknown, expired or revoked.')
             return False
@@ -122,6 +130,28 @@ class ClientCredentialsValidator(OAuth2RequestValidator):
         request.user = None
         request.scopes = tok.scopes
         return True
+
+    def revoke_token(self, token, token_type_hint, request, *args, **kwargs):
+        # RFC 7009 §2.1: only the client a token was issued to may revoke it
+        # (the fork revokes anyone's). §2.2: an unknown or already revoked
+        # token still gets 200. No refresh tokens exist, so the hint is moot.
+        tok = self._tokengetter(access_token=token)
+        if tok is None:
+            return
+        if tok.client_pk != request.client.id:
+            raise errors.InvalidGrantError(description='The token was issued to another client.')
+        tok.revoke()
+        db.session.commit()
+
+    def introspect_token(self, token, token_type_hint, request, *args, **kwargs):
+        # RFC 7662 §2.2: a token the caller may not see is just {"active": false}.
+        # A client sees its own tokens; one with the `introspect` scope sees all.
+        tok = self._tokengetter(access_token=token)
+        if tok is None or not tok.is_active():
+            return None
+        if tok.client_pk != request.client.id and 'introspect' not in request.client.default_scopes:
+            return None
+        return tok.to_introspection()
 
 
 oauth = OAuth2Provider(app, validator_class=ClientCredentialsValidator)
@@ -142,8 +172,11 @@ def load_token(access_token=None, refresh_token=None):
 
 @oauth.tokensetter
 def save_token(token, request, *args, **kwargs):
-    # `token` is the response the client will get: read it, never change it.
+    # `token` is the very response the client gets. The one field set here is
+    # expires_in (RFC 6749 §5.1), for a client with a lifetime of its own.
     # Earlier tokens stay valid: several instances of one service share a client.
+    if request.client.token_lifetime:
+        token['expires_in'] = request.client.token_lifetime
     Token.issue(request.client, token['access_token'], token.get('scope', ''), token['expires_in'])
     db.session.commit()
 
@@ -241,11 +274,21 @@ def reject_malformed_request():
 
 
 @app.after_request
-def challenge_client_authentication(response):
+def finish_client_authenticated_response(response):
+    if request.endpoint not in CLIENT_AUTH_ENDPOINTS:
+        return response
+    # RFC 6749 §5.1: answers that carry or concern credentials are not cached.
+    response.headers.setdefault('Cache-Control', 'no-store')
+    response.headers.setdefault('Pragma', 'no-cache')
     # RFC 6749 §5.2: a 401 from an endpoint that authenticates clients
     # challenges with the HTTP scheme clients use, Basic (oauthlib says Bearer).
-    if response.status_code == 401 and request.endpoint in CLIENT_AUTH_ENDPOINTS:
+    if response.status_code == 401:
         response.headers['WWW-Authenticate'] = f'Basic realm="{app.config["OAUTH2_REALM"]}"'
+    # RFC 7009 §2.2 leaves the body of a successful revocation empty; an API
+    # that always answers JSON sends an empty object.
+    if response.status_code == 200 and not response.get_data():
+        response.set_data('{}')
+        response.mimetype = 'application/json'
     return response
 
 
@@ -267,7 +310,7 @@ def form_post(view):
     return checked
 
 
-CLIENT_AUTH_ENDPOINTS = {'access_token'}
+CLIENT_AUTH_ENDPOINTS = {'access_token', 'revoke_token', 'introspect_token'}
 
 
 @app.route('/oauth/token', methods=['POST'])
@@ -284,11 +327,53 @@ def access_token():
     return None  # no extra fields in the token response
 
 
+@app.route('/oauth/revoke', methods=['POST'])
+@form_post
+@oauth.revoke_handler
+def revoke_token():
+    pass  # RFC 7009: the answer is the status code alone
+
+
+@app.route('/oauth/introspect', methods=['POST'])
+@form_post
+def introspect_token():
+    # RFC 7662. Flask-OAuthlib has no handler for it; the oauthlib server it
+    # builds has the endpoint, driven by the validator's introspect_token().
+    uri, http_method, body, headers = extract_params()
+    return create_response(*oauth.server.create_introspect_response(uri, http_method, body, headers))
+
+
+def public_url(endpoint: str = '') -> str:
+    """An absolute URL under the issuer: behind a proxy the public address
+    differs from the one the server binds, so the issuer is configurable."""
+    issuer = (app.config['OAUTH2_ISSUER'] or request.url_root).rstrip('/')
+    return issuer + (url_for(endpoint)[len(request.script_root):] if endpoint else '')
+
+
+@app.get('/.well-known/oauth-authorization-server')
+def authorization_server_metadata():
+    # RFC 8414 §2, written out: oauthlib's MetadataEndpoint would advertise
+    # every grant of Flask-OAuthlib's combined server and refuses an http issuer.
+    auth_methods = ['client_secret_basic', 'client_secret_post']
+    return jsonify(
+        issuer=public_url(),
+        token_endpoint=public_url('access_token'),
+        token_endpoint_auth_methods_supported=auth_methods,
+        grant_types_supported=['client_credentials'],
+        response_types_supported=[],  # no authorization endpoint: nothing is sent to a browser
+        scopes_supported=app.config['OAUTH2_SCOPES_SUPPORTED'],
+        revocation_endpoint=public_url('revoke_token'),
+        revocation_endpoint_auth_methods_supported=auth_methods,
+        introspection_endpoint=public_url('introspect_token'),
+        introspection_endpoint_auth_methods_supported=auth_methods,
+    )
+
+
 @app.get('/api/me')
 @oauth.require_oauth()
 def me():
     client, token = request.oauth.client, request.oauth.access_token
-    return jsonify(client_id=client.client_id, name=client.name, scope=token.scope)
+    return jsonify(client_id=client.client_id, name=client.name, scope=' '.join(token.scopes))
 
 
 @app.get('/api/items')
@@ -335,41 +420,72 @@ def database_error_line(error: SQLAlchemyError) -> str:
     return str(getattr(error, 'orig', None) or error).strip().splitlines()[0]
 
 
-def validate_scope(scope: str) -> str:
+def validate_scope(ctx, param, scope):
+    if scope is None:
+        return None
     unknown = set(scope_to_list(scope)) - set(app.config['OAUTH2_SCOPES_SUPPORTED'])
     if unknown:
-        raise click.BadParameter(
-            f'unknown scope {sorted(unknown)[0]!r}; supported: '
-            + ' '.join(app.config['OAUTH2_SCOPES_SUPPORTED']), param_hint="'--scope'")
+        raise click.BadParameter(f'unknown scope {sorted(unknown)[0]!r}; supported: '
+                                 + ' '.join(app.config['OAUTH2_SCOPES_SUPPORTED']))
     return ' '.join(scope_to_list(scope))
 
 
+def validate_name(ctx, param, name):
+    if name is not None and not name.strip():
+        raise click.BadParameter('must not be empty')
+    if name is not None and len(name.strip()) > NAME_MAX_LENGTH:
+        raise click.BadParameter(f'must be at most {NAME_MAX_LENGTH} characters')
+    return None if name is None else name.strip()
+
+
+def existing_client(client_id: str) -> Client:
+    client = Client.find(client_id)
+    if client is None:
+        raise click.ClickException(f'no client with id {client_id!r} (see: flask --app server list-clients)')
+    return client
+
+
+def echo_client(client: Client, as_json: bool, **extra) -> None:
+    shown = {**client.to_dict(), **extra}
+    if as_json:
+        click.echo(app.json.dumps(shown))
+        return
+    for key, value in shown.items():
+        if isinstance(value, list):
+            value = ' '.join(value) or '(none)'
+        click.echo(f'{key + ":":29}{"-" if value is None else value}')
+
+
+client_id_argument = click.argument('client_id', metavar='CLIENT_ID')
+json_option = click.option('--json', 'as_json', is_flag=True, help='Print JSON.')
+lifetime_option = click.option(
+    '--token-lifetime', type=click.IntRange(0, 366 * 24 * 3600), metavar='SECONDS',
+    help="Lifetime of this client's tokens; 0 means the server default.")
+
+
 @app.cli.command('create-client')
-@click.argument('name')
-@click.option('--scope', default='read write', show_default=True,
+@click.argument('name', callback=validate_name)
+@click.option('--scope', default='read write', show_default=True, callback=validate_scope,
               help='Space-separated scopes the client may request.')
+@lifetime_option
 @click.option('--no-tokens', is_flag=True,
               help='The client may not get tokens (it only revokes or introspects).')
-@click.option('--json', 'as_json', is_flag=True, help='Print the credentials as JSON.')
+@json_option
 @database_command
-def create_client_command(name, scope, no_tokens, as_json):
-    """Register a machine client and print its credentials once."""
-    if not name.strip():
-        raise click.BadParameter('must not be empty', param_hint="'NAME'")
-    client, client_secret = Client.create(name.strip(), validate_scope(scope),
-                                          grant_types='' if no_tokens else 'client_credentials')
+def create_client_command(name, scope, token_lifetime, no_tokens, as_json):
+    """Register a machine client and print its secret, once."""
+    client, client_secret = Client.create(name, scope, grant_types='' if no_tokens else 'client_credentials')
+    client.token_lifetime = token_lifetime or None
     db.session.commit()
-    if as_json:
-        click.echo(app.json.dumps({**client.to_dict(), 'client_secret': client_secret}))
-        return
-    click.echo(f'Created client {client.name!r} with scope {client.scope!r}.')
-    click.echo(f'client_id:     {client.client_id}')
-    click.echo(f'client_secret: {client_secret}')
-    click.echo('Store the secret now: only its hash is kept and it cannot be shown again.')
+    if not as_json:
+        click.echo(f'Created client {client.name!r}.')
+    echo_client(client, as_json, client_secret=client_secret)
+    if not as_json:
+        click.echo('Store the secret now: only its hash is kept and it cannot be shown again.')
 
 
 @app.cli.command('list-clients')
-@click.option('--json', 'as_json', is_flag=True, help='Print the clients as JSON.')
+@json_option
 @database_command
 def list_clients_command(as_json):
     """List registered clients (secrets are never shown)."""
@@ -378,9 +494,111 @@ def list_clients_command(as_json):
         click.echo(app.json.dumps([client.to_dict() for client in clients]))
         return
     for client in clients:
-        click.echo(f'{client.client_id}\t{client.name}\t{client.scope}')
+        state = 'disabled' if client.disabled else 'enabled'
+        click.echo(f'{client.client_id}\t{client.name}\t{client.scope}\t{state}')
     if not clients:
         click.echo('No clients yet: flask --app server create-client NAME', err=True)
+
+
+@app.cli.command('show-client')
+@client_id_argument
+@json_option
+@database_command
+def show_client_command(client_id, as_json):
+    """Show one client (never its secret)."""
+    client = existing_client(client_id)
+    live = db.session.scalar(db.select(db.func.count(Token.id)).where(
+        Token.client_pk == client.id, Token.revoked_at.is_(None), Token.expires > utcnow()))
+    echo_client(client, as_json, live_tokens=live,
+                previous_secret_valid_until=client.previous_secret_expires and
+                client.previous_secret_expires.isoformat())
+
+
+@app.cli.command('update-client')
+@client_id_argument
+@click.option('--name', callback=validate_name, help='New name.')
+@click.option('--scope', callback=validate_scope,
+              help='New scopes; live tokens lose any scope not in it.')
+@lifetime_option
+@json_option
+@database_command
+def update_client_command(client_id, name, scope, token_lifetime, as_json):
+    """Change a client's name, scopes or token lifetime."""
+    if name is None and scope is None and token_lifetime is None:
+        raise click.UsageError('nothing to change: give --name, --scope or --token-lifetime')
+    client = existing_client(client_id)
+    if name is not None:
+        client.name = name
+    if scope is not None:
+        client.scope = scope
+    if token_lifetime is not None:
+        client.token_lifetime = token_lifetime or None
+    db.session.commit()
+    echo_client(client, as_json)
+
+
+@app.cli.command('disable-client')
+@client_id_argument
+@database_command
+def disable_client_command(client_id):
+    """Refuse a client's credentials and revoke its live tokens, at once."""
+    client = existing_client(client_id)
+    revoked = client.disable()
+    db.session.commit()
+    click.echo(f'Disabled {client.client_id}; revoked {revoked} token(s).')
+
+
+@app.cli.command('enable-client')
+@client_id_argument
+@database_command
+def enable_client_command(client_id):
+    """Accept a disabled client again (its revoked tokens stay revoked)."""
+    client = existing_client(client_id)
+    client.disabled = False
+    db.session.commit()
+    click.echo(f'Enabled {client.client_id}.')
+
+
+@app.cli.command('rotate-secret')
+@client_id_argument
+@click.option('--grace', type=click.IntRange(0, 30 * 24 * 3600), default=0, show_default=True,
+              metavar='SECONDS', help='How long the old secret keeps working.')
+@json_option
+@database_command
+def rotate_secret_command(client_id, grace, as_json):
+    """Give a client a new secret and print it, once."""
+    client = existing_client(client_id)
+    client_secret = client.rotate_secret(grace)
+    db.session.commit()
+    if as_json:
+        click.echo(app.json.dumps({'client_id': client.client_id, 'client_secret': client_secret,
+                                   'previous_secret_valid_for': grace}))
+        return
+    click.echo(f'client_id:     {client.client_id}')
+    click.echo(f'client_secret: {client_secret}')
+    click.echo(f'The old secret works for {grace} more second(s). Store the new one now: '
+               'it cannot be shown again.')
+
+
+@app.cli.command('delete-client')
+@client_id_argument
+@click.option('--yes', is_flag=True, help='Do not ask for confirmation.')
+@database_command
+def delete_client_command(client_id, yes):
+    """Delete a client with its tokens and items."""
+    client = existing_client(client_id)
+    if not yes:
+        click.confirm(f'Delete {client.client_id} ({client.name}), its tokens and its items?', abort=True)
+    db.session.delete(client)
+    db.session.commit()
+    click.echo(f'Deleted {client_id}.')
+
+
+@app.cli.command('purge-tokens')
+@database_command
+def purge_tokens_command():
+    """Delete expired and revoked tokens (safe while the server runs)."""
+    click.echo(f'Purged {Token.purge()} token(s).')
 
 
 # --- Development server: python server.py ---------------------------------

@@ -113,7 +113,7 @@ def live_server(app):
     """The app served over real HTTP on loopback, in this process (same database)."""
     from werkzeug.serving import make_server
     httpd = make_server('127.0.0.1', 0, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={'poll_interval': 0.05}, daemon=True)
     thread.start()
     yield f'http://127.0.0.1:{httpd.server_port}'
     httpd.shutdown()

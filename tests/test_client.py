@@ -89,24 +89,37 @@ def free_port_url():
 
 
 @pytest.fixture
-def html_server():
-    """A loopback server that answers every request with an HTML 502 page."""
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = b'<html>Bad Gateway</html>'
-            self.send_response(502)
-            self.send_header('Content-Type', 'text/html')
-            self.send_header('Content-Length', str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        do_GET = do_POST
+def canned_server():
+    """canned_server(status, content_type, body) -> URL of a loopback server that
+    answers every request so; `body` may contain {url}, its own address."""
+    servers = []
 
-        def log_message(self, *args):
-            pass
-    httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f'http://127.0.0.1:{httpd.server_port}'
-    httpd.shutdown()
+    def start(status, content_type, body):
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                payload = body.replace('{url}', url).encode()
+                self.send_response(status)
+                self.send_header('Content-Type', content_type)
+                self.send_header('Content-Length', str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+            do_POST = do_GET
+
+            def log_message(self, *args):
+                pass
+        httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+        url = f'http://127.0.0.1:{httpd.server_port}'
+        threading.Thread(target=httpd.serve_forever, kwargs={'poll_interval': 0.05}, daemon=True).start()
+        servers.append(httpd)
+        return url
+    yield start
+    for httpd in servers:
+        httpd.shutdown()
+
+
+@pytest.fixture
+def html_server(canned_server):
+    return canned_server(502, 'text/html', '<html>Bad Gateway</html>')
 
 
 def test_non_json_answer_is_a_client_error(html_server):
@@ -155,3 +168,68 @@ def test_script_rejects_a_server_that_is_not_a_url(capsys):
         client_module.main(['--server', 'localhost:5000'])
     assert exited.value.code == 2
     assert '--server must be an http(s) URL' in capsys.readouterr().err
+
+
+def test_endpoints_come_from_the_metadata(live_server, credentials, canned_server):
+    # A server whose metadata sends clients to the real token endpoint elsewhere.
+    elsewhere = canned_server(200, 'application/json', json.dumps(
+        {'issuer': '{url}', 'token_endpoint': f'{live_server}/oauth/token'}))
+    api = ApiClient(elsewhere, *credentials)
+    assert api.endpoint('token_endpoint') == f'{live_server}/oauth/token'
+    assert api.endpoint('revocation_endpoint') == f'{elsewhere}/oauth/revoke'  # not published
+    assert api.auth.access_token
+    assert count(Token) == 1
+
+
+def test_metadata_of_another_issuer_is_not_used(credentials, canned_server):
+    # RFC 8414 §3.3: an impostor's metadata must not redirect the credentials.
+    server = canned_server(200, 'application/json', json.dumps(
+        {'issuer': 'https://evil.example', 'token_endpoint': 'https://evil.example/token'}))
+    assert ApiClient(server, *credentials).endpoint('token_endpoint') == f'{server}/oauth/token'
+
+
+@pytest.mark.parametrize('status, content_type, body', [
+    (404, 'application/json', '{"error": "invalid_request"}'),
+    (200, 'text/html', '<html></html>'),
+    (200, 'application/json', '["not", "an", "object"]'),
+])
+def test_without_usable_metadata_the_default_paths_are_used(canned_server, status, content_type, body):
+    server = canned_server(status, content_type, body)
+    assert ApiClient(server, 'a', 'b').endpoint('token_endpoint') == f'{server}/oauth/token'
+
+
+def test_discovery_against_the_real_server(live_server, credentials):
+    api = ApiClient(live_server, *credentials)
+    assert api.metadata['issuer'] == live_server
+    assert api.me()['client_id'] == credentials[0]
+
+
+def test_revoke_the_held_token(api):
+    api.me()
+    held = api.auth.token['access_token']
+    assert api.revoke() == {'revoked': True}
+    assert api.introspect(held) == {'active': False}
+    assert api.me()['client_id']  # a new token is fetched
+    assert count(Token) == 2
+
+
+def test_introspect_a_token(api, credentials):
+    api.me()
+    claims = api.introspect(api.auth.token['access_token'])
+    assert claims['active'] is True and claims['client_id'] == credentials[0]
+
+
+def test_script_revoke_and_introspect(live_server, credentials, capsys):
+    args = ['--server', live_server, '--client-id', credentials[0], '--client-secret', credentials[1]]
+    api = ApiClient(live_server, *credentials)
+    api.me()
+    held = api.auth.token['access_token']
+    assert client_module.main(args + ['introspect', held]) == 0
+    assert json.loads(capsys.readouterr().out)['active'] is True
+    assert client_module.main(args + ['revoke', held]) == 0
+    assert json.loads(capsys.readouterr().out) == {'revoked': True}
+    assert client_module.main(args + ['introspect', held]) == 0
+    assert json.loads(capsys.readouterr().out) == {'active': False}
+    assert client_module.main(args + ['revoke']) == 0  # the token this run gets
+    db.session.expire_all()
+    assert all(t.revoked_at is not None for t in db.session.scalars(db.select(Token)))
