@@ -43,6 +43,8 @@ app.config.update(
     OAUTH2_REALM='client-credentials',
     OAUTH2_ISSUER=None,  # public base URL, e.g. https://auth.example.com; default: from the request
     MAX_CONTENT_LENGTH=64 * 1024,
+    # Test each pooled connection before use: survives a database restart.
+    SQLALCHEMY_ENGINE_OPTIONS={'pool_pre_ping': True},
 )
 app.config.from_prefixed_env()
 if os.environ.get('DATABASE_URL'):
@@ -256,7 +258,8 @@ _schema_ready = False
 @app.before_request
 def create_schema_on_first_request():
     global _schema_ready
-    if not _schema_ready:
+    # A health probe only asks whether the database answers.
+    if not _schema_ready and request.endpoint != 'healthz':
         create_schema()
         _schema_ready = True
 
@@ -398,6 +401,18 @@ def create_item():
     response = jsonify(item.to_dict())
     response.status_code = 201
     return response
+
+
+@app.get('/healthz')
+def healthz():
+    """For load balancers and orchestrators: 200 while the database answers."""
+    try:
+        db.session.execute(db.text('SELECT 1'))
+    except SQLAlchemyError as error:
+        db.session.rollback()
+        app.logger.warning('health check failed: %s', database_error_line(error))
+        return jsonify(status='unavailable'), 503
+    return jsonify(status='ok')
 
 
 # --- Command line: flask --app server <command> ---------------------------

@@ -29,6 +29,10 @@ from models import Client, Token, create_schema, db  # noqa: E402
 TOKEN_URL = '/oauth/token'
 
 
+def pytest_report_header(config):
+    return f'database: {DATABASE_URL}'
+
+
 @pytest.fixture(scope='session')
 def app():
     with server.app.app_context():
@@ -137,3 +141,20 @@ def run_python(*args, env=None, timeout=60, **kwargs):
     """Run one of the project's scripts as a user would, with a bounded time."""
     return subprocess.run([sys.executable, *args], cwd=ROOT, env={**os.environ, **(env or {})},
                           capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+@pytest.fixture(scope='session')
+def postgres():
+    """A throwaway PostgreSQL server for tests that need their own databases.
+    Without PostgreSQL those tests skip, except under CI=true, where they fail."""
+    from pgserver import PostgresUnavailable, ThrowawayPostgres
+    server = ThrowawayPostgres()
+    try:
+        server.start()
+    except PostgresUnavailable as error:
+        server.stop()
+        if os.environ.get('CI') == 'true':
+            pytest.fail(f'PostgreSQL did not start: {error}')
+        pytest.skip(f'PostgreSQL not available: {error}')
+    yield server
+    server.stop()

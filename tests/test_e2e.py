@@ -5,19 +5,20 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, free_port, run_python, wait_for_port
+from conftest import DATABASE_URL, ROOT, free_port, run_python, wait_for_port
 
 
 @pytest.fixture
-def start_server(tmp_path):
-    """start_server(*args) -> (base URL, process): server.py on a free loopback port."""
+def start_server():
+    """start_server(*args) -> (base URL, process): server.py on a free loopback port,
+    on the suite's database (emptied before each test)."""
     processes = []
 
     def start(*args):
         port = free_port()
         process = subprocess.Popen(
             [sys.executable, 'server.py', '--port', str(port), *args], cwd=ROOT,
-            env={**os.environ, 'DATABASE_URL': f'sqlite:///{tmp_path}/e2e.sqlite'},
+            env={**os.environ, 'DATABASE_URL': DATABASE_URL},
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         processes.append(process)
         wait_for_port(port, process)

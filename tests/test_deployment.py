@@ -1,0 +1,270 @@
+"""The real deployment: gunicorn with several workers on SQLite and PostgreSQL.
+
+Every server here is started by the test on 127.0.0.1; every load loop is
+bounded in count and in time.
+"""
+import hashlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+import requests
+import sqlalchemy as sa
+from conftest import ROOT, bearer, free_port, run_python, token_form
+
+
+def empty_database(request, tmp_path, kind):
+    if kind == 'sqlite':
+        return f'sqlite:///{tmp_path}/deploy-{uuid.uuid4().hex[:8]}.sqlite'
+    return request.getfixturevalue('postgres').create_database(f'deploy_{uuid.uuid4().hex[:12]}')
+
+
+@pytest.fixture(params=['sqlite', 'postgresql'])
+def database_url(request, tmp_path):
+    """An empty database of each kind, for one test."""
+    return empty_database(request, tmp_path, request.param)
+
+
+class Gunicorn:
+    """`gunicorn -w N server:app` in its own process group, on a free loopback port."""
+
+    def __init__(self, database_url, log_path, workers=2):
+        self.database_url, self.log_path, self.workers = database_url, log_path, workers
+        self.process = None
+
+    def start(self, wait_for_health=True):
+        self.port = free_port()
+        self.url = f'http://127.0.0.1:{self.port}'
+        with open(self.log_path, 'a') as log:
+            self.process = subprocess.Popen(
+                [sys.executable, '-m', 'gunicorn', '-w', str(self.workers), '-b', f'127.0.0.1:{self.port}',
+                 '--graceful-timeout', '5', 'server:app'],
+                cwd=ROOT, env={**os.environ, 'DATABASE_URL': self.database_url},
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, open(self.log_path).read()
+            try:
+                answer = requests.get(f'{self.url}/healthz', timeout=2)
+                if answer.status_code == 200 or not wait_for_health:
+                    return self
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f'gunicorn did not become healthy: {open(self.log_path).read()}')
+
+    def signal(self, number):
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, number)
+            self.process.wait(timeout=30)
+
+    def stop(self):
+        self.signal(signal.SIGTERM)
+
+    def kill(self):
+        self.signal(signal.SIGKILL)
+
+
+@pytest.fixture
+def gunicorn(database_url, tmp_path):
+    started = []
+
+    def start(workers=2, url=None, wait_for_health=True):
+        server = Gunicorn(url or database_url, tmp_path / 'gunicorn.log', workers)
+        started.append(server)
+        return server.start(wait_for_health)
+    yield start
+    for server in started:
+        server.kill()
+
+
+def create_client(database_url, scope='read write'):
+    result = run_python('-m', 'flask', '--app', 'server', 'create-client', 'load', '--scope', scope,
+                        '--json', env={'DATABASE_URL': database_url})
+    assert result.returncode == 0, result.stderr
+    created = json.loads(result.stdout)
+    return created['client_id'], created['client_secret']
+
+
+def table_count(database_url, table):
+    engine = sa.create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(sa.text(f'SELECT count(*) FROM {table}')).scalar_one()
+    finally:
+        engine.dispose()
+
+
+class Load:
+    """Threads that get tokens (Basic and form), call /api/me and create items,
+    recording what the server acknowledged."""
+
+    def __init__(self, url, credentials, threads=8, seconds=3.0, rounds=300):
+        self.url, self.credentials = url, credentials
+        self.threads, self.seconds, self.rounds = threads, seconds, rounds
+        self.tokens, self.items, self.errors = [], [], []
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+
+    def work(self, number):
+        session, deadline = requests.Session(), time.monotonic() + self.seconds
+        client_id, secret = self.credentials
+        for round_ in range(self.rounds):
+            if self.stop.is_set() or time.monotonic() > deadline:
+                return
+            try:
+                if number % 2:
+                    answer = session.post(f'{self.url}/oauth/token', data={'grant_type': 'client_credentials'},
+                                          auth=(client_id, secret), timeout=10)
+                else:
+                    answer = session.post(f'{self.url}/oauth/token', data=token_form(client_id, secret), timeout=10)
+                if answer.status_code != 200:
+                    raise AssertionError(f'token: {answer.status_code} {answer.text[:200]}')
+                access_token = answer.json()['access_token']
+                with self.lock:
+                    self.tokens.append(access_token)
+                answer = session.get(f'{self.url}/api/me', headers=bearer(access_token), timeout=10)
+                if answer.status_code != 200:
+                    raise AssertionError(f'me: {answer.status_code} {answer.text[:200]}')
+                name = f'thread-{number}-round-{round_}'
+                answer = session.post(f'{self.url}/api/items', json={'name': name},
+                                      headers=bearer(access_token), timeout=10)
+                if answer.status_code != 201:
+                    raise AssertionError(f'items: {answer.status_code} {answer.text[:200]}')
+                with self.lock:
+                    self.items.append(name)
+            except (requests.RequestException, AssertionError, ValueError) as error:
+                with self.lock:
+                    self.errors.append(repr(error))
+                if self.stop.is_set():
+                    return
+
+    def run(self):
+        workers = [threading.Thread(target=self.work, args=(n,)) for n in range(self.threads)]
+        for worker in workers:
+            worker.start()
+        self.workers = workers
+        return self
+
+    def join(self):
+        for worker in self.workers:
+            worker.join(timeout=self.seconds + 30)
+        return self
+
+
+def assert_all_valid(url, tokens, items):
+    session = requests.Session()
+    for access_token in tokens:
+        answer = session.get(f'{url}/api/me', headers=bearer(access_token), timeout=10)
+        assert answer.status_code == 200, answer.text
+    listed = set()
+    for access_token in tokens[:1]:
+        answer = session.get(f'{url}/api/items', headers=bearer(access_token), timeout=10)
+        listed = {item['name'] for item in answer.json()['items']}
+    assert set(items) <= listed
+
+
+def test_workers_starting_together_on_an_empty_database(gunicorn, database_url, request, tmp_path):
+    # The race is short, so it is run on three empty databases.
+    kind = 'sqlite' if database_url.startswith('sqlite') else 'postgresql'
+    for url in (database_url, empty_database(request, tmp_path, kind), empty_database(request, tmp_path, kind)):
+        server = gunicorn(workers=4, url=url, wait_for_health=False)
+        answers = []
+
+        def hit():
+            try:
+                answers.append(requests.post(f'{server.url}/oauth/token', timeout=20,
+                                             data=token_form('nobody', 'nothing')).status_code)
+            except requests.RequestException as error:
+                answers.append(repr(error))
+        threads = [threading.Thread(target=hit) for _ in range(24)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert answers == [401] * 24  # the schema was created once, without errors
+        assert table_count(url, 'clients') == 0
+        server.kill()
+
+
+def test_concurrent_load_has_no_errors_and_every_success_is_stored(gunicorn, database_url):
+    server = gunicorn(workers=2)
+    credentials = create_client(database_url)
+    load = Load(server.url, credentials).run().join()
+    assert load.errors == []
+    assert len(load.tokens) >= 50
+    assert len(set(load.tokens)) == len(load.tokens)
+    assert table_count(database_url, 'tokens') == len(load.tokens)
+    assert table_count(database_url, 'items') == len(load.items)
+    assert_all_valid(server.url, load.tokens, load.items)
+
+
+def test_revocation_takes_effect_in_every_worker(gunicorn, database_url):
+    server = gunicorn(workers=2)
+    client_id, secret = create_client(database_url)
+    access_token = requests.post(f'{server.url}/oauth/token', data=token_form(client_id, secret),
+                                 timeout=10).json()['access_token']
+    session = requests.Session()
+    assert all(session.get(f'{server.url}/api/me', headers=bearer(access_token), timeout=10).status_code == 200
+               for _ in range(10))
+    revoked = session.post(f'{server.url}/oauth/revoke', timeout=10,
+                           data={'token': access_token, 'client_id': client_id, 'client_secret': secret})
+    assert revoked.status_code == 200
+    assert [session.get(f'{server.url}/api/me', headers=bearer(access_token), timeout=10).status_code
+            for _ in range(20)] == [401] * 20
+
+
+def test_tokens_and_items_survive_a_restart(gunicorn, database_url):
+    server = gunicorn()
+    credentials = create_client(database_url)
+    load = Load(server.url, credentials, threads=2, seconds=1, rounds=5).run().join()
+    assert load.errors == [] and load.tokens
+    server.stop()
+    restarted = gunicorn()
+    assert_all_valid(restarted.url, load.tokens, load.items)
+
+
+def test_kill_9_during_writes_loses_nothing_acknowledged(gunicorn, database_url):
+    server = gunicorn(workers=2)
+    credentials = create_client(database_url)
+    load = Load(server.url, credentials, threads=8, seconds=15).run()
+    time.sleep(1.5)
+    server.kill()  # SIGKILL to the master and every worker, mid-write
+    load.stop.set()
+    load.join()
+    assert len(load.tokens) >= 10
+    if database_url.startswith('sqlite'):
+        with sqlite3.connect(database_url.removeprefix('sqlite:///')) as connection:
+            assert connection.execute('PRAGMA integrity_check').fetchall() == [('ok',)]
+    restarted = gunicorn(workers=2)
+    assert_all_valid(restarted.url, load.tokens, load.items)
+    # Every acknowledged token is stored exactly as issued.
+    engine = sa.create_engine(database_url)
+    with engine.connect() as connection:
+        stored = set(connection.execute(sa.text('SELECT access_token_hash FROM tokens')).scalars())
+    engine.dispose()
+    assert {hashlib.sha256(t.encode()).hexdigest() for t in load.tokens} <= stored
+
+
+def test_health_reports_the_database(gunicorn, database_url, tmp_path):
+    server = gunicorn()
+    answer = requests.get(f'{server.url}/healthz', timeout=10)
+    assert (answer.status_code, answer.json()) == (200, {'status': 'ok'})
+    if database_url.startswith('sqlite'):
+        broken = f'sqlite:///{tmp_path}/no/such/dir/x.sqlite'
+    else:
+        broken = f'postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nothing'
+    down = gunicorn(url=broken, wait_for_health=False)
+    answer = requests.get(f'{down.url}/healthz', timeout=20)
+    assert (answer.status_code, answer.json()) == (503, {'status': 'unavailable'})
+    answer = requests.post(f'{down.url}/oauth/token', data=token_form('a', 'b'), timeout=20)
+    assert answer.status_code == 503
+    assert answer.json()['error'] == 'temporarily_unavailable'
+    assert answer.headers['Retry-After']
