@@ -30,12 +30,15 @@ import requests
 
 DEFAULT_SERVER = 'http://127.0.0.1:5000'
 DEFAULT_CLIENT_ID = 'demo-client'
-DEFAULT_CLIENT_SECRET = 'demo-secret'
+DEFAULT_CLIENT_SECRET = 'demo-secret'  # noqa: S105 - the documented local demo credential
 TIMEOUT = 10  # seconds to connect, and again to read; no call waits for ever
 RENEW_BEFORE = 30  # seconds before expiry at which a cached token is replaced
 METADATA_PATH = '.well-known/oauth-authorization-server'  # RFC 8414 §3
 DEFAULT_ENDPOINTS = {'token_endpoint': 'oauth/token', 'revocation_endpoint': 'oauth/revoke',
                      'introspection_endpoint': 'oauth/introspect'}
+
+
+ERROR_HINTS = {'invalid_client': 'the server rejected the client id or secret'}
 
 
 class ClientError(Exception):
@@ -45,11 +48,9 @@ class ClientError(Exception):
 class OAuthError(ClientError):
     """An error answer from the server (RFC 6749 §5.2, RFC 6750 §3)."""
 
-    HINTS = {'invalid_client': 'the server rejected the client id or secret'}
-
     def __init__(self, status: int, error: str, description: str | None = None):
         self.status, self.error, self.description = status, error, description
-        super().__init__(f'{error}: {description or self.HINTS.get(error, f"HTTP {status}")}')
+        super().__init__(f'{error}: {description or ERROR_HINTS.get(error, f"HTTP {status}")}')
 
 
 def json_answer(response: requests.Response) -> dict:
@@ -58,7 +59,7 @@ def json_answer(response: requests.Response) -> dict:
         body = response.json()
     except ValueError:
         raise ClientError(f'{response.url} answered HTTP {response.status_code} '
-                          f'with {response.headers.get("Content-Type") or "no content type"}, not JSON')
+                          f'with {response.headers.get("Content-Type") or "no content type"}, not JSON') from None
     if not isinstance(body, dict):
         raise ClientError(f'{response.url} answered JSON that is not an object')
     if response.status_code >= 400:
@@ -192,11 +193,11 @@ class ApiClient:
         try:
             return operation(*args, **kwargs)
         except requests.Timeout:
-            raise ClientError(f'{self.server} did not answer within {self.timeout} s')
+            raise ClientError(f'{self.server} did not answer within {self.timeout} s') from None
         except requests.ConnectionError:
-            raise ClientError(f'cannot connect to {self.server} (is the server running?)')
+            raise ClientError(f'cannot connect to {self.server} (is the server running?)') from None
         except requests.RequestException as error:
-            raise ClientError(f'request to {self.server} failed: {type(error).__name__}')
+            raise ClientError(f'request to {self.server} failed: {type(error).__name__}') from None
 
     def request(self, method: str, path: str, **kwargs) -> dict:
         kwargs.setdefault('timeout', self.timeout)

@@ -11,10 +11,12 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from typing import ClassVar
 
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, TypeDecorator, event
+from limits.storage import Storage
+from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Integer, String, TypeDecorator, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -32,7 +34,7 @@ db = SQLAlchemy(model_class=Base)
 # token throughput at a few dozen requests a second. One round of salted
 # PBKDF2-HMAC-SHA256 is a salted keyed SHA-256; Werkzeug's check compares in
 # constant time.
-SECRET_HASH_METHOD = "pbkdf2:sha256:1"
+SECRET_HASH_METHOD = "pbkdf2:sha256:1"  # noqa: S105 - a hash method name, not a secret
 # Hashed when the client id is unknown, so that unknown client and wrong
 # secret take the same time and cannot be told apart (RFC 6749 §5.2).
 _DUMMY_SECRET_HASH = generate_password_hash(secrets.token_urlsafe(32), SECRET_HASH_METHOD)
@@ -40,8 +42,17 @@ _DUMMY_SECRET_HASH = generate_password_hash(secrets.token_urlsafe(32), SECRET_HA
 NAME_MAX_LENGTH = 200
 
 
+def random_credential(nbytes: int) -> str:
+    """URL-safe random text that never starts with "-", so that it can follow
+    a command-line option (`--client-secret VALUE`) without being taken for one."""
+    while True:
+        value = secrets.token_urlsafe(nbytes)
+        if not value.startswith("-"):
+            return value
+
+
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def hash_token(access_token: str) -> str:
@@ -70,10 +81,10 @@ class UTCDateTime(TypeDecorator):
             return None
         if value.tzinfo is None:
             raise ValueError("UTCDateTime needs a timezone-aware datetime")
-        return value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value.astimezone(UTC).replace(tzinfo=None)
 
     def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
-        return None if value is None else value.replace(tzinfo=timezone.utc)
+        return None if value is None else value.replace(tzinfo=UTC)
 
 
 @event.listens_for(Engine, "connect")
@@ -156,8 +167,8 @@ class Client(db.Model):
                grant_types: str = "client_credentials") -> tuple[Client, str]:
         """Add a new client to the session; return it with its clear secret,
         which exists only in the return value and is never stored."""
-        client_secret = client_secret or secrets.token_urlsafe(32)
-        client = cls(client_id=client_id or secrets.token_urlsafe(16), name=name,
+        client_secret = client_secret or random_credential(32)
+        client = cls(client_id=client_id or random_credential(16), name=name,
                      scope=" ".join(scope_to_list(scope)), grant_types=grant_types)
         client.set_secret(client_secret)
         db.session.add(client)
@@ -172,14 +183,19 @@ class Client(db.Model):
         ).scalar_one_or_none()
 
     @classmethod
-    def authenticate(cls, client_id: str | None, client_secret: str | None) -> Client | None:
-        """The enabled client with these credentials, or None. Takes as long
-        for an unknown client as for a wrong secret."""
+    def authenticate(cls, client_id: str | None, client_secret: str | None) -> tuple[Client | None, str]:
+        """(the enabled client with these credentials, "") or (None, why not).
+        The reason is for the audit log only: callers answer every failure
+        alike, and an unknown client takes as long as a wrong secret."""
         client = cls.find(client_id)
         if client is None:
             check_password_hash(_DUMMY_SECRET_HASH, client_secret or "")
-            return None
-        return client if client.check_secret(client_secret) and not client.disabled else None
+            return None, "no_credentials" if not client_id else "unknown_client"
+        if not client.check_secret(client_secret):
+            return None, "wrong_secret"
+        if client.disabled:
+            return None, "client_disabled"
+        return client, ""
 
     def set_secret(self, client_secret: str) -> None:
         self.secret_hash = generate_password_hash(client_secret, SECRET_HASH_METHOD)
@@ -188,7 +204,7 @@ class Client(db.Model):
     def rotate_secret(self, grace: int = 0) -> str:
         """Replace the secret; the old one keeps working for `grace` seconds.
         Returns the new secret in clear, the only time it exists."""
-        old_hash, client_secret = self.secret_hash, secrets.token_urlsafe(32)
+        old_hash, client_secret = self.secret_hash, random_credential(32)
         self.set_secret(client_secret)
         if grace > 0:
             self.previous_secret_hash = old_hash
@@ -340,3 +356,78 @@ class Item(db.Model):
 
     def to_dict(self) -> dict:
         return {"id": self.id, "name": self.name, "created_at": self.created_at.isoformat()}
+
+
+class RateLimitCounter(db.Model):
+    """One fixed-window counter of the rate limiter (see DatabaseStorage)."""
+
+    __tablename__ = "rate_limits"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[float] = mapped_column(Float)  # Unix time
+
+    @classmethod
+    def purge(cls) -> int:
+        result = db.session.execute(db.delete(cls).where(cls.expires_at <= time.time()))
+        db.session.commit()
+        return result.rowcount
+
+
+# One statement, so that concurrent workers never lose a count. SQLite (3.35+)
+# and PostgreSQL share this upsert syntax.
+_INCREMENT = text(
+    "INSERT INTO rate_limits (name, count, expires_at) VALUES (:name, :amount, :expires_at) "
+    "ON CONFLICT (name) DO UPDATE SET "
+    "count = CASE WHEN rate_limits.expires_at <= :now THEN :amount ELSE rate_limits.count + :amount END, "
+    "expires_at = CASE WHEN rate_limits.expires_at <= :now THEN :expires_at ELSE rate_limits.expires_at END "
+    "RETURNING count")
+
+
+class DatabaseStorage(Storage):
+    """Rate-limit counters in this app's own database: RATELIMIT_STORAGE_URI="database://".
+
+    The `limits` library behind Flask-Limiter ships Redis, Memcached and
+    MongoDB storages but none for SQL. With this one, every gunicorn worker
+    and every app server sharing the database shares the counters, with no
+    extra service to run. It supports the fixed-window strategy (the default).
+    Each call runs in its own short transaction, apart from the request's.
+    """
+
+    STORAGE_SCHEME: ClassVar[list[str]] = ["database"]
+
+    @property
+    def base_exceptions(self) -> type[Exception]:
+        return SQLAlchemyError
+
+    def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        now = time.time()
+        with db.engine.begin() as connection:
+            return connection.execute(_INCREMENT, {"name": key, "amount": amount, "now": now,
+                                                   "expires_at": now + expiry}).scalar_one()
+
+    def _row(self, key: str) -> RateLimitCounter | None:
+        with db.engine.connect() as connection:
+            return connection.execute(db.select(RateLimitCounter.count, RateLimitCounter.expires_at).where(
+                RateLimitCounter.name == key, RateLimitCounter.expires_at > time.time())).first()
+
+    def get(self, key: str) -> int:
+        row = self._row(key)
+        return row.count if row else 0
+
+    def get_expiry(self, key: str) -> float:
+        row = self._row(key)
+        return row.expires_at if row else time.time()
+
+    def check(self) -> bool:
+        with db.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        return True
+
+    def reset(self) -> int:
+        with db.engine.begin() as connection:
+            return connection.execute(db.delete(RateLimitCounter)).rowcount
+
+    def clear(self, key: str) -> None:
+        with db.engine.begin() as connection:
+            connection.execute(db.delete(RateLimitCounter).where(RateLimitCounter.name == key))

@@ -11,15 +11,20 @@ protected API, the command line, and the development server.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import re
 import sys
+import time
+import uuid
 from functools import wraps
 from urllib.parse import unquote_plus
 
 import click
-from flask import Flask, jsonify, request, url_for
+from flask import Flask, g, has_request_context, jsonify, request, url_for
+from flask_limiter import Limiter, RateLimitExceeded
+from flask_limiter.util import get_remote_address
 from flask_oauthlib.provider import OAuth2Provider, OAuth2RequestValidator
 from flask_oauthlib.utils import create_response, extract_params
 from oauthlib.common import urldecode
@@ -27,8 +32,9 @@ from oauthlib.oauth2.rfc6749 import errors
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.datastructures import Authorization
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
-from models import NAME_MAX_LENGTH, Client, Item, Token, create_schema, db, scope_to_list, utcnow
+from models import NAME_MAX_LENGTH, Client, Item, RateLimitCounter, Token, create_schema, db, scope_to_list, utcnow
 
 # --- Configuration --------------------------------------------------------
 # Defaults below; every key can be overridden from the environment as
@@ -45,17 +51,48 @@ app.config.update(
     MAX_CONTENT_LENGTH=64 * 1024,
     # Test each pooled connection before use: survives a database restart.
     SQLALCHEMY_ENGINE_OPTIONS={'pool_pre_ping': True},
+    # RFC 6749 §2.3.1: the token endpoint MUST resist brute force. Failed
+    # client authentications are counted per address and per client id.
+    AUTH_FAILURES_PER_ADDRESS='10 per minute',
+    AUTH_FAILURES_PER_CLIENT='30 per minute',
+    RATELIMIT_ENABLED=True,
+    RATELIMIT_STORAGE_URI='memory://',  # one process; "database://" or "redis://..." for several
+    TRUSTED_PROXIES=0,  # reverse proxies in front whose X-Forwarded-For is believed
+    AUDIT_LOG_FILE=None,  # JSON lines; None means standard error
 )
 app.config.from_prefixed_env()
 if os.environ.get('DATABASE_URL'):
     app.config['SQLALCHEMY_DATABASE_URI'] = os.environ['DATABASE_URL']
 app.json.sort_keys = False
 db.init_app(app)
+if app.config['TRUSTED_PROXIES']:
+    hops = int(app.config['TRUSTED_PROXIES'])
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
 
 # oauthlib and Flask-OAuthlib log whole token responses at DEBUG level;
 # tokens must never reach a log.
 for _name in ('oauthlib', 'flask_oauthlib'):
     logging.getLogger(_name).setLevel(logging.INFO)
+
+# One JSON line per security event, for a SIEM or `jq`; never a secret or token.
+audit_log = logging.getLogger('oauth.audit')
+audit_log.setLevel(logging.INFO)
+audit_log.propagate = False
+if not audit_log.handlers:
+    _audit_handler = (logging.FileHandler(app.config['AUDIT_LOG_FILE']) if app.config['AUDIT_LOG_FILE']
+                      else logging.StreamHandler(sys.stderr))
+    _audit_handler.setFormatter(logging.Formatter('%(message)s'))
+    audit_log.addHandler(_audit_handler)
+
+
+def audit(event: str, client_id: str | None = None, **details) -> None:
+    in_request = has_request_context()
+    audit_log.info(json.dumps({
+        'time': utcnow().isoformat(), 'event': event,
+        'client_id': client_id[:200] if client_id else None,  # as presented: may be anything
+        'remote_addr': request.remote_addr if in_request else None,
+        'request_id': g.get('request_id') if in_request else None,
+        'actor': 'client' if in_request else 'cli', **details}))
 
 # --- The OAuth provider ---------------------------------------------------
 
@@ -63,23 +100,30 @@ for _name in ('oauthlib', 'flask_oauthlib'):
 BEARER_TOKEN = re.compile(r'[A-Za-z0-9\-._~+/]+=*')
 
 
+def client_credentials(authorization: str | None, form_client_id: str | None,
+                       form_client_secret: str | None) -> tuple[str | None, str | None]:
+    """(client_id, client_secret) from HTTP Basic or from the form fields.
+
+    RFC 6749 §2.3.1: the server MUST support HTTP Basic, where id and secret
+    are form-urlencoded (Appendix B) before base64. The fork only understands
+    a pre-parsed header, which it no longer receives.
+    """
+    basic = Authorization.from_header(authorization)
+    if basic is None or basic.type != 'basic':
+        return form_client_id, form_client_secret
+    client_id = unquote_plus(basic.username or '')
+    # RFC 6749 §2.3: a client MUST NOT use more than one authentication method.
+    if form_client_secret or (form_client_id and form_client_id != client_id):
+        raise errors.InvalidRequestError(description='Use one client authentication method, not both.')
+    return client_id, unquote_plus(basic.password or '')
+
+
 class ClientCredentialsValidator(OAuth2RequestValidator):
     """Flask-OAuthlib's validator, corrected where it falls short of the RFCs
     on today's Flask (README: "Why the Flask-OAuthlib-Invenio fork")."""
 
     def _get_client_creds_from_request(self, request):
-        # RFC 6749 §2.3.1: the server MUST support HTTP Basic, where id and
-        # secret are form-urlencoded (Appendix B) before base64. The fork only
-        # understands a pre-parsed header, which it no longer receives.
-        basic = Authorization.from_header(request.headers.get('Authorization'))
-        if basic is None or basic.type != 'basic':
-            return request.client_id, request.client_secret
-        client_id = unquote_plus(basic.username or '')
-        # RFC 6749 §2.3: a client MUST NOT use more than one authentication method.
-        if request.client_secret or (request.client_id and request.client_id != client_id):
-            raise errors.InvalidRequestError(
-                description='Use one client authentication method, not both.', request=request)
-        return client_id, unquote_plus(basic.password or '')
+        return client_credentials(request.headers.get('Authorization'), request.client_id, request.client_secret)
 
     def client_authentication_required(self, request, *args, **kwargs):
         # Every client here is confidential, so revocation (RFC 7009 §2.1) and
@@ -90,8 +134,9 @@ class ClientCredentialsValidator(OAuth2RequestValidator):
         # The fork compares plaintext secrets with `!=`; ours are hashed and
         # compared in constant time.
         client_id, client_secret = self._get_client_creds_from_request(request)
-        client = Client.authenticate(client_id, client_secret)
+        client, failure = Client.authenticate(client_id, client_secret)
         if client is None:
+            audit('authentication_failed', client_id, reason=failure)
             return False
         request.client = client
         return True
@@ -144,6 +189,7 @@ class ClientCredentialsValidator(OAuth2RequestValidator):
             raise errors.InvalidGrantError(description='The token was issued to another client.')
         tok.revoke()
         db.session.commit()
+        audit('token_revoked', request.client.client_id, token_id=tok.id)
 
     def introspect_token(self, token, token_type_hint, request, *args, **kwargs):
         # RFC 7662 §2.2: a token the caller may not see is just {"active": false}.
@@ -179,8 +225,10 @@ def save_token(token, request, *args, **kwargs):
     # Earlier tokens stay valid: several instances of one service share a client.
     if request.client.token_lifetime:
         token['expires_in'] = request.client.token_lifetime
-    Token.issue(request.client, token['access_token'], token.get('scope', ''), token['expires_in'])
+    issued = Token.issue(request.client, token['access_token'], token.get('scope', ''), token['expires_in'])
     db.session.commit()
+    audit('token_issued', request.client.client_id, token_id=issued.id, scope=issued.scope,
+          expires_in=token['expires_in'])
 
 
 # The provider insists on grant callbacks; this server has no authorization codes.
@@ -264,6 +312,27 @@ def create_schema_on_first_request():
         _schema_ready = True
 
 
+# RFC 7230 token characters, so that a caller's id cannot forge log lines.
+REQUEST_ID = re.compile(r'[A-Za-z0-9._-]{1,64}')
+
+
+@app.before_request
+def assign_request_id():
+    incoming = request.headers.get('X-Request-ID', '')
+    g.request_id = incoming if REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+
+
+@app.after_request
+def security_headers(response):
+    # For a JSON API: no sniffing, no framing, no caching of per-client data.
+    response.headers['X-Request-ID'] = g.get('request_id', '')
+    response.headers.setdefault('X-Content-Type-Options', 'nosniff')
+    response.headers.setdefault('Content-Security-Policy', "default-src 'none'; frame-ancestors 'none'")
+    response.headers.setdefault('Referrer-Policy', 'no-referrer')
+    response.headers.setdefault('Cache-Control', 'no-store')
+    return response
+
+
 @app.before_request
 def reject_malformed_request():
     # oauthlib raises a bare ValueError on a query string that is not
@@ -271,9 +340,9 @@ def reject_malformed_request():
     # both would be a 500 instead of the 400 they deserve.
     try:
         urldecode(request.query_string.decode('utf-8'))
-        request.authorization
+        _ = request.authorization  # parsed here, where its ValueError can become a 400
     except ValueError:
-        raise errors.InvalidRequestError(description='Malformed query string or Authorization header.')
+        raise errors.InvalidRequestError(description='Malformed query string or Authorization header.') from None
 
 
 @app.after_request
@@ -281,7 +350,6 @@ def finish_client_authenticated_response(response):
     if request.endpoint not in CLIENT_AUTH_ENDPOINTS:
         return response
     # RFC 6749 §5.1: answers that carry or concern credentials are not cached.
-    response.headers.setdefault('Cache-Control', 'no-store')
     response.headers.setdefault('Pragma', 'no-cache')
     # RFC 6749 §5.2: a 401 from an endpoint that authenticates clients
     # challenges with the HTTP scheme clients use, Basic (oauthlib says Bearer).
@@ -292,6 +360,44 @@ def finish_client_authenticated_response(response):
     if response.status_code == 200 and not response.get_data():
         response.set_data('{}')
         response.mimetype = 'application/json'
+    return response
+
+
+# Flask-Limiter counts only failures (deduct_when) but tests the count before
+# every request, so past the limit even the right secret is refused.
+limiter = Limiter(get_remote_address, app=app)
+
+
+def client_id_key() -> str:
+    """The client id as the validator will read it, so that re-encoding
+    an id (Appendix B) does not give an attacker a fresh counter."""
+    try:
+        client_id, _ = client_credentials(request.headers.get('Authorization'),
+                                          request.form.get('client_id'), request.form.get('client_secret'))
+    except (errors.OAuth2Error, ValueError):
+        client_id = None
+    return f'client:{client_id or "-"}'
+
+
+def authentication_failed(response) -> bool:
+    return response.status_code == 401
+
+
+def limit_failed_authentication(view):
+    """Shared by the endpoints that authenticate clients: failures on one count for all."""
+    view = limiter.shared_limit(lambda: app.config['AUTH_FAILURES_PER_CLIENT'], scope='auth-failures-client',
+                                key_func=client_id_key, deduct_when=authentication_failed)(view)
+    return limiter.shared_limit(lambda: app.config['AUTH_FAILURES_PER_ADDRESS'], scope='auth-failures-address',
+                                key_func=get_remote_address, deduct_when=authentication_failed)(view)
+
+
+@app.errorhandler(RateLimitExceeded)
+def handle_rate_limited(error):
+    retry_after = max(1, int(limiter.current_limit.reset_at - time.time())) if limiter.current_limit else 60
+    audit('authentication_throttled', client_id_key().removeprefix('client:'), limit=str(error.limit.limit))
+    response = oauth_error_response(errors.TemporarilyUnavailableError(
+        description='Too many failed authentications; try again later.', status_code=429))
+    response.headers['Retry-After'] = str(retry_after)
     return response
 
 
@@ -317,6 +423,7 @@ CLIENT_AUTH_ENDPOINTS = {'access_token', 'revoke_token', 'introspect_token'}
 
 
 @app.route('/oauth/token', methods=['POST'])
+@limit_failed_authentication
 @form_post
 @oauth.token_handler
 def access_token():
@@ -331,6 +438,7 @@ def access_token():
 
 
 @app.route('/oauth/revoke', methods=['POST'])
+@limit_failed_authentication
 @form_post
 @oauth.revoke_handler
 def revoke_token():
@@ -338,6 +446,7 @@ def revoke_token():
 
 
 @app.route('/oauth/introspect', methods=['POST'])
+@limit_failed_authentication
 @form_post
 def introspect_token():
     # RFC 7662. Flask-OAuthlib has no handler for it; the oauthlib server it
@@ -396,7 +505,7 @@ def create_item():
     try:
         item = Item.create(request.oauth.client, body.get('name'))
     except ValueError as error:
-        raise errors.InvalidRequestError(description=str(error))
+        raise errors.InvalidRequestError(description=str(error)) from None
     db.session.commit()
     response = jsonify(item.to_dict())
     response.status_code = 201
@@ -427,7 +536,7 @@ def database_command(command):
             return command(*args, **kwargs)
         except SQLAlchemyError as error:
             db.session.rollback()
-            raise click.ClickException(f'cannot use the database: {database_error_line(error)}')
+            raise click.ClickException(f'cannot use the database: {database_error_line(error)}') from None
     return run
 
 
@@ -492,6 +601,7 @@ def create_client_command(name, scope, token_lifetime, no_tokens, as_json):
     client, client_secret = Client.create(name, scope, grant_types='' if no_tokens else 'client_credentials')
     client.token_lifetime = token_lifetime or None
     db.session.commit()
+    audit('client_created', client.client_id, scope=client.scope)
     if not as_json:
         click.echo(f'Created client {client.name!r}.')
     echo_client(client, as_json, client_secret=client_secret)
@@ -549,6 +659,7 @@ def update_client_command(client_id, name, scope, token_lifetime, as_json):
     if token_lifetime is not None:
         client.token_lifetime = token_lifetime or None
     db.session.commit()
+    audit('client_updated', client.client_id, scope=client.scope, token_lifetime=client.token_lifetime)
     echo_client(client, as_json)
 
 
@@ -560,6 +671,7 @@ def disable_client_command(client_id):
     client = existing_client(client_id)
     revoked = client.disable()
     db.session.commit()
+    audit('client_disabled', client.client_id, tokens_revoked=revoked)
     click.echo(f'Disabled {client.client_id}; revoked {revoked} token(s).')
 
 
@@ -571,6 +683,7 @@ def enable_client_command(client_id):
     client = existing_client(client_id)
     client.disabled = False
     db.session.commit()
+    audit('client_enabled', client.client_id)
     click.echo(f'Enabled {client.client_id}.')
 
 
@@ -585,6 +698,7 @@ def rotate_secret_command(client_id, grace, as_json):
     client = existing_client(client_id)
     client_secret = client.rotate_secret(grace)
     db.session.commit()
+    audit('secret_rotated', client.client_id, grace=grace)
     if as_json:
         click.echo(app.json.dumps({'client_id': client.client_id, 'client_secret': client_secret,
                                    'previous_secret_valid_for': grace}))
@@ -606,14 +720,17 @@ def delete_client_command(client_id, yes):
         click.confirm(f'Delete {client.client_id} ({client.name}), its tokens and its items?', abort=True)
     db.session.delete(client)
     db.session.commit()
+    audit('client_deleted', client_id)
     click.echo(f'Deleted {client_id}.')
 
 
 @app.cli.command('purge-tokens')
 @database_command
 def purge_tokens_command():
-    """Delete expired and revoked tokens (safe while the server runs)."""
-    click.echo(f'Purged {Token.purge()} token(s).')
+    """Delete expired and revoked tokens, and expired rate-limit counters
+    (safe while the server runs)."""
+    tokens, counters = Token.purge(), RateLimitCounter.purge()
+    click.echo(f'Purged {tokens} token(s) and {counters} expired rate-limit counter(s).')
 
 
 # --- Development server: python server.py ---------------------------------

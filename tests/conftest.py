@@ -5,6 +5,7 @@ database (the CI run points it at a throwaway PostgreSQL). DATABASE_URL is
 deliberately ignored: the suite empties every table between tests.
 """
 import base64
+import logging
 import os
 import socket
 import subprocess
@@ -42,13 +43,54 @@ def app():
 
 @pytest.fixture(autouse=True)
 def clean_database(app):
-    """Every test starts on empty tables and inside an app context."""
+    """Every test starts on empty tables, with no failures counted by the
+    rate limiter, and inside an app context."""
     with app.app_context():
+        server.limiter.reset()
         for table in reversed(db.metadata.sorted_tables):
             db.session.execute(table.delete())
         db.session.commit()
         yield
         db.session.remove()
+
+
+class RecordAll(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.setFormatter(logging.Formatter('%(name)s %(levelname)s %(message)s'))
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(self.format(record))  # the message, its arguments and any traceback
+
+
+@pytest.fixture(autouse=True)
+def no_credentials_in_logs(monkeypatch):
+    """Every log record of every test, at DEBUG level, is searched for every
+    client secret and access token that test created: none may appear."""
+    created = set()
+    set_secret, issue = Client.set_secret, Token.issue
+
+    def recording_set_secret(self, client_secret):
+        created.add(client_secret)
+        return set_secret(self, client_secret)
+
+    def recording_issue(client, access_token, *args, **kwargs):
+        created.add(access_token)
+        return issue(client, access_token, *args, **kwargs)
+    monkeypatch.setattr(Client, 'set_secret', recording_set_secret)
+    monkeypatch.setattr(Token, 'issue', recording_issue)
+    handler, root, audit_log = RecordAll(), logging.getLogger(), logging.getLogger('oauth.audit')
+    old_level = root.level
+    root.setLevel(logging.DEBUG)
+    root.addHandler(handler)
+    audit_log.addHandler(handler)
+    yield handler.lines
+    root.removeHandler(handler)
+    audit_log.removeHandler(handler)
+    root.setLevel(old_level)
+    leaked = [(value, line) for value in created for line in handler.lines if value in line]
+    assert not leaked, f'a secret or token reached a log line: {leaked[0][1][:300]}'
 
 
 @pytest.fixture

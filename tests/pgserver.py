@@ -13,6 +13,7 @@ exits 0, except under CI=true, where that is a failure.
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -56,7 +57,7 @@ class ThrowawayPostgres:
             try:
                 user = pwd.getpwnam('postgres')
             except KeyError:
-                raise PostgresUnavailable('running as root and there is no postgres user')
+                raise PostgresUnavailable('running as root and there is no postgres user') from None
             os.chown(self.directory, user.pw_uid, user.pw_gid)
         data = os.path.join(self.directory, 'data')
         with socket.socket() as sock:
@@ -81,10 +82,8 @@ class ThrowawayPostgres:
     def stop(self) -> None:
         if self.directory is None:
             return
-        try:
+        with contextlib.suppress(PostgresUnavailable):
             self._run(find_binary('pg_ctl'), '-D', os.path.join(self.directory, 'data'), '-m', 'immediate', 'stop')
-        except PostgresUnavailable:
-            pass
         shutil.rmtree(self.directory, ignore_errors=True)
         self.directory = None
 

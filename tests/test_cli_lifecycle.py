@@ -89,7 +89,7 @@ def test_rotate_secret_without_grace(cli, http, credentials, token):
 def test_rotate_secret_with_grace(cli, http, credentials):
     result = cli('rotate-secret', credentials[0], '--grace', '300')
     assert result.exit_code == 0
-    new_secret = [line.split()[-1] for line in result.output.splitlines() if line.startswith('client_secret')][0]
+    new_secret = next(line.split()[-1] for line in result.output.splitlines() if line.startswith('client_secret'))
     assert token_status(http, credentials) == 200  # old secret, inside the grace period
     assert token_status(http, (credentials[0], new_secret)) == 200
     client = reload(credentials[0])
@@ -154,9 +154,9 @@ def test_purge_tokens_deletes_only_dead_ones(cli, credentials, get_token):
     stored[1].revoke()
     db.session.commit()
     result = cli('purge-tokens')
-    assert result.exit_code == 0 and 'Purged 2 token(s).' in result.output
+    assert result.exit_code == 0 and result.output.startswith('Purged 2 token(s) and ')
     assert count(Token) == 2
-    assert cli('purge-tokens').output.strip() == 'Purged 0 token(s).'
+    assert cli('purge-tokens').output.startswith('Purged 0 token(s)')
     del tokens
 
 

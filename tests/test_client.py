@@ -123,7 +123,7 @@ def html_server(canned_server):
 
 
 def test_non_json_answer_is_a_client_error(html_server):
-    with pytest.raises(ClientError, match='HTTP 502 with text/html, not JSON'):
+    with pytest.raises(ClientError, match=r'HTTP 502 with text/html, not JSON'):
         ApiClient(html_server, 'a', 'b').me()
 
 
@@ -132,7 +132,7 @@ def test_a_silent_server_times_out():
         listener.bind(('127.0.0.1', 0))
         listener.listen()
         url = f'http://127.0.0.1:{listener.getsockname()[1]}'
-        with pytest.raises(ClientError, match='did not answer within 0.3 s'):
+        with pytest.raises(ClientError, match=r'did not answer within 0\.3 s'):
             ApiClient(url, 'a', 'b', timeout=0.3).me()
 
 
@@ -140,9 +140,9 @@ def test_script_prints_the_api_answer(live_server, credentials, capsys):
     args = ['--server', live_server, '--client-id', credentials[0], '--client-secret', credentials[1]]
     assert client_module.main(args) == 0
     assert json.loads(capsys.readouterr().out)['client_id'] == credentials[0]
-    assert client_module.main(args + ['add-item', 'pens']) == 0
+    assert client_module.main([*args, 'add-item', 'pens']) == 0
     assert json.loads(capsys.readouterr().out)['name'] == 'pens'
-    assert client_module.main(args + ['items']) == 0
+    assert client_module.main([*args, 'items']) == 0
     assert [i['name'] for i in json.loads(capsys.readouterr().out)['items']] == ['pens']
 
 
@@ -224,12 +224,12 @@ def test_script_revoke_and_introspect(live_server, credentials, capsys):
     api = ApiClient(live_server, *credentials)
     api.me()
     held = api.auth.token['access_token']
-    assert client_module.main(args + ['introspect', held]) == 0
+    assert client_module.main([*args, 'introspect', held]) == 0
     assert json.loads(capsys.readouterr().out)['active'] is True
-    assert client_module.main(args + ['revoke', held]) == 0
+    assert client_module.main([*args, 'revoke', held]) == 0
     assert json.loads(capsys.readouterr().out) == {'revoked': True}
-    assert client_module.main(args + ['introspect', held]) == 0
+    assert client_module.main([*args, 'introspect', held]) == 0
     assert json.loads(capsys.readouterr().out) == {'active': False}
-    assert client_module.main(args + ['revoke']) == 0  # the token this run gets
+    assert client_module.main([*args, 'revoke']) == 0  # the token this run gets
     db.session.expire_all()
     assert all(t.revoked_at is not None for t in db.session.scalars(db.select(Token)))

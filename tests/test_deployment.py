@@ -35,8 +35,9 @@ def database_url(request, tmp_path):
 class Gunicorn:
     """`gunicorn -w N server:app` in its own process group, on a free loopback port."""
 
-    def __init__(self, database_url, log_path, workers=2):
+    def __init__(self, database_url, log_path, workers=2, env=None):
         self.database_url, self.log_path, self.workers = database_url, log_path, workers
+        self.env = env or {}
         self.process = None
 
     def start(self, wait_for_health=True):
@@ -46,11 +47,11 @@ class Gunicorn:
             self.process = subprocess.Popen(
                 [sys.executable, '-m', 'gunicorn', '-w', str(self.workers), '-b', f'127.0.0.1:{self.port}',
                  '--graceful-timeout', '5', 'server:app'],
-                cwd=ROOT, env={**os.environ, 'DATABASE_URL': self.database_url},
+                cwd=ROOT, env={**os.environ, 'DATABASE_URL': self.database_url, **self.env},
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            assert self.process.poll() is None, open(self.log_path).read()
+            assert self.process.poll() is None, self.log_path.read_text()
             try:
                 answer = requests.get(f'{self.url}/healthz', timeout=2)
                 if answer.status_code == 200 or not wait_for_health:
@@ -58,7 +59,7 @@ class Gunicorn:
             except requests.ConnectionError:
                 pass
             time.sleep(0.1)
-        raise RuntimeError(f'gunicorn did not become healthy: {open(self.log_path).read()}')
+        raise RuntimeError(f'gunicorn did not become healthy: {self.log_path.read_text()}')
 
     def signal(self, number):
         if self.process and self.process.poll() is None:
@@ -76,8 +77,8 @@ class Gunicorn:
 def gunicorn(database_url, tmp_path):
     started = []
 
-    def start(workers=2, url=None, wait_for_health=True):
-        server = Gunicorn(url or database_url, tmp_path / 'gunicorn.log', workers)
+    def start(workers=2, url=None, wait_for_health=True, **env):
+        server = Gunicorn(url or database_url, tmp_path / 'gunicorn.log', workers, env)
         started.append(server)
         return server.start(wait_for_health)
     yield start
@@ -175,10 +176,11 @@ def test_workers_starting_together_on_an_empty_database(gunicorn, database_url, 
     # The race is short, so it is run on three empty databases.
     kind = 'sqlite' if database_url.startswith('sqlite') else 'postgresql'
     for url in (database_url, empty_database(request, tmp_path, kind), empty_database(request, tmp_path, kind)):
-        server = gunicorn(workers=4, url=url, wait_for_health=False)
+        # 24 failed logins from one address: the rate limiter (tested elsewhere) stays out of it.
+        server = gunicorn(workers=4, url=url, wait_for_health=False, FLASK_RATELIMIT_ENABLED='false')
         answers = []
 
-        def hit():
+        def hit(server=server, answers=answers):
             try:
                 answers.append(requests.post(f'{server.url}/oauth/token', timeout=20,
                                              data=token_form('nobody', 'nothing')).status_code)
@@ -204,6 +206,20 @@ def test_concurrent_load_has_no_errors_and_every_success_is_stored(gunicorn, dat
     assert table_count(database_url, 'tokens') == len(load.tokens)
     assert table_count(database_url, 'items') == len(load.items)
     assert_all_valid(server.url, load.tokens, load.items)
+    # The servers' own output: one audit line per token, and no token or secret.
+    log = server.log_path.read_text()
+    events = [json.loads(line) for line in log.splitlines() if line.startswith('{"time"')]
+    assert sum(event['event'] == 'token_issued' for event in events) == len(load.tokens)
+    assert not [t for t in [*load.tokens, credentials[1]] if t in log]
+
+
+def test_database_storage_shares_failure_counts_between_workers(gunicorn, database_url):
+    server = gunicorn(workers=2, FLASK_RATELIMIT_STORAGE_URI='database://')
+    session = requests.Session()
+    statuses = [session.post(f'{server.url}/oauth/token', data=token_form('x', 'y'), timeout=10).status_code
+                for _ in range(11)]
+    assert statuses == [401] * 10 + [429]  # counted across both workers
+    assert table_count(database_url, 'rate_limits') == 2  # per address and per client id
 
 
 def test_revocation_takes_effect_in_every_worker(gunicorn, database_url):

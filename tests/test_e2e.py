@@ -74,7 +74,7 @@ def test_client_errors_are_one_line_and_exit_1(start_server):
 
 
 def test_no_demo_means_no_demo_client(start_server):
-    server, process = start_server('--no-demo')
+    server, _ = start_server('--no-demo')
     result = client(server)
     assert result.returncode == 1
     assert 'invalid_client' in result.stderr

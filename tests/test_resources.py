@@ -82,13 +82,13 @@ def test_write_token_cannot_read(http, credentials, get_token):
 def test_items_belong_to_their_client(http, make_client, get_token):
     alice = bearer(get_token(*make_client('alice')))
     bob = bearer(get_token(*make_client('bob')))
-    created = http.post('/api/items', json={'name': 'alice’s pens'}, headers=alice)
+    created = http.post('/api/items', json={'name': 'alice: crème'}, headers=alice)
     assert created.status_code == 201
     item = created.get_json()
-    assert item['name'] == 'alice’s pens' and isinstance(item['id'], int)
-    http.post('/api/items', json={'name': 'bob’s paper'}, headers=bob)
-    assert [i['name'] for i in http.get('/api/items', headers=alice).get_json()['items']] == ['alice’s pens']
-    assert [i['name'] for i in http.get('/api/items', headers=bob).get_json()['items']] == ['bob’s paper']
+    assert item['name'] == 'alice: crème' and isinstance(item['id'], int)
+    http.post('/api/items', json={'name': 'bob: brûlée'}, headers=bob)
+    assert [i['name'] for i in http.get('/api/items', headers=alice).get_json()['items']] == ['alice: crème']
+    assert [i['name'] for i in http.get('/api/items', headers=bob).get_json()['items']] == ['bob: brûlée']
     assert count(Item) == 2
 
 

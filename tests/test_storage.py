@@ -53,3 +53,9 @@ def test_deleting_a_client_deletes_its_tokens_and_items(http, credentials, token
     db.session.execute(db.delete(Client))  # a plain SQL delete: the database cascades
     db.session.commit()
     assert (count(Client), count(Token), count(Item)) == (0, 0, 0)
+
+
+def test_generated_credentials_never_look_like_options(make_client):
+    # 1 in 64 URL-safe strings starts with "-": 300 draws would hit one.
+    from models import random_credential
+    assert not any(random_credential(16).startswith('-') for _ in range(300))

@@ -1,0 +1,240 @@
+"""Brute-force limits, the audit log and security headers."""
+import base64
+import json
+import logging
+import os
+import subprocess
+import sys
+
+import pytest
+import requests
+from conftest import DATABASE_URL, ROOT, TOKEN_URL, basic_header, bearer, free_port, token_form, wait_for_port
+
+from models import Client, db
+
+
+def from_address(address):
+    """Flask test-client keyword arguments for a request from `address` (no traffic is sent)."""
+    return {'environ_base': {'REMOTE_ADDR': address}}
+
+
+def fail(http, client_id='no-such-client', address='127.0.0.1', url=TOKEN_URL):
+    return http.post(url, data=token_form(client_id, 'wrong'), **from_address(address))
+
+
+def assert_throttled(response):
+    assert response.status_code == 429
+    assert response.get_json()['error'] == 'temporarily_unavailable'
+    assert 1 <= int(response.headers['Retry-After']) <= 60
+    assert response.headers['Cache-Control'] == 'no-store'
+
+
+def test_an_address_is_throttled_after_ten_failures_even_with_the_right_secret(http, credentials):
+    for _ in range(10):
+        assert fail(http).status_code == 401
+    assert_throttled(http.post(TOKEN_URL, data=token_form(*credentials)))
+    assert_throttled(fail(http))
+
+
+def test_other_addresses_are_not_throttled_by_someone_elses_failures(http, credentials):
+    for _ in range(12):
+        fail(http, address='127.0.0.9')
+    assert_throttled(fail(http, address='127.0.0.9'))
+    response = http.post(TOKEN_URL, data=token_form(*credentials), **from_address('127.0.0.10'))
+    assert response.status_code == 200
+
+
+def test_a_client_id_is_throttled_after_failures_from_many_addresses(http, make_client):
+    victim, bystander = make_client('victim'), make_client('bystander')
+    for address in range(30):  # 30 addresses, one failure each: no address is over its limit
+        assert fail(http, victim[0], address=f'127.0.1.{address}').status_code == 401
+    assert_throttled(http.post(TOKEN_URL, data=token_form(*victim), **from_address('127.0.2.1')))
+    ok = http.post(TOKEN_URL, data=token_form(*bystander), **from_address('127.0.2.1'))
+    assert ok.status_code == 200
+
+
+def test_re_encoding_the_client_id_does_not_reset_its_count(http, make_client):
+    client_id, secret = make_client(client_id='svc-a', client_secret='right')
+    for number in range(30):
+        # Appendix B: "svc%2Da" is "svc-a"; each from a new address.
+        raw = base64.b64encode(f'svc%2D{"a" if number % 2 else "%61"}:wrong'.encode()).decode()
+        response = http.post(TOKEN_URL, data={'grant_type': 'client_credentials'},
+                             headers={'Authorization': f'Basic {raw}'}, **from_address(f'127.0.3.{number}'))
+        assert response.status_code == 401
+    assert_throttled(http.post(TOKEN_URL, data=token_form(client_id, secret), **from_address('127.0.4.1')))
+
+
+def test_failures_on_revocation_and_introspection_count_too(http, credentials, token):
+    for url in ['/oauth/revoke'] * 5 + ['/oauth/introspect'] * 5:
+        response = http.post(url, data={'token': token, 'client_id': credentials[0], 'client_secret': 'x'})
+        assert response.status_code == 401
+    assert_throttled(http.post(TOKEN_URL, data=token_form(*credentials)))
+
+
+def test_successes_are_not_counted(http, credentials):
+    for _ in range(25):
+        assert http.post(TOKEN_URL, data=token_form(*credentials)).status_code == 200
+
+
+def test_limits_come_from_config(app, http, monkeypatch):
+    monkeypatch.setitem(app.config, 'AUTH_FAILURES_PER_ADDRESS', '2 per minute')
+    assert [fail(http).status_code for _ in range(3)] == [401, 401, 429]
+
+
+def test_the_api_is_not_rate_limited_by_token_failures(http, token):
+    for _ in range(12):
+        fail(http)
+    assert http.get('/api/me', headers=bearer(token)).status_code == 200
+
+
+@pytest.fixture
+def server_process(tmp_path):
+    """server.py in its own process with extra environment; returns its URL."""
+    processes = []
+
+    def start(**env):
+        port = free_port()
+        process = subprocess.Popen([sys.executable, 'server.py', '--port', str(port)], cwd=ROOT,
+                                   env={**os.environ, 'DATABASE_URL': DATABASE_URL, **env},
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        processes.append(process)
+        wait_for_port(port, process)
+        return f'http://127.0.0.1:{port}'
+    yield start
+    for process in processes:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_forwarded_for_is_ignored_without_trusted_proxies(server_process):
+    url = server_process()
+    session = requests.Session()
+    statuses = [session.post(f'{url}/oauth/token', data=token_form('x', 'y'), timeout=10,
+                             headers={'X-Forwarded-For': f'127.0.5.{n}'}).status_code for n in range(11)]
+    assert statuses == [401] * 10 + [429]  # a forged header does not buy new attempts
+
+
+def test_forwarded_for_is_the_address_behind_a_trusted_proxy(server_process):
+    url = server_process(FLASK_TRUSTED_PROXIES='1')
+    session = requests.Session()
+
+    def attempt(address):
+        return session.post(f'{url}/oauth/token', data=token_form('x', 'y'), timeout=10,
+                            headers={'X-Forwarded-For': address}).status_code
+    assert [attempt('127.0.6.1') for _ in range(11)] == [401] * 10 + [429]
+    assert attempt('127.0.6.2') == 401  # another address behind the proxy is not throttled
+
+
+def test_limits_can_be_turned_off(server_process):
+    url = server_process(FLASK_RATELIMIT_ENABLED='false')
+    session = requests.Session()
+    assert {session.post(f'{url}/oauth/token', data=token_form('x', 'y'), timeout=10).status_code
+            for _ in range(15)} == {401}
+
+
+# --- The audit log --------------------------------------------------------
+
+
+@pytest.fixture
+def audit_events():
+    """The audit log's events, parsed, as they are written."""
+    events = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            events.append(json.loads(record.getMessage()))
+    handler = Collect()
+    logging.getLogger('oauth.audit').addHandler(handler)
+    yield events
+    logging.getLogger('oauth.audit').removeHandler(handler)
+
+
+def test_token_issued_and_revoked_are_audited(http, credentials, audit_events):
+    response = http.post(TOKEN_URL, data=token_form(*credentials), headers={'X-Request-ID': 'req-123'})
+    assert response.headers['X-Request-ID'] == 'req-123'
+    issued = audit_events[-1]
+    assert issued['event'] == 'token_issued'
+    assert issued['client_id'] == credentials[0]
+    assert issued['remote_addr'] == '127.0.0.1'
+    assert issued['request_id'] == 'req-123'
+    assert issued['scope'] == 'read write' and isinstance(issued['token_id'], int)
+    assert issued['time'].endswith('+00:00')
+    http.post('/oauth/revoke', data={'token': response.get_json()['access_token']}, headers=basic_header(*credentials))
+    assert audit_events[-1]['event'] == 'token_revoked'
+    assert audit_events[-1]['token_id'] == issued['token_id']
+
+
+@pytest.mark.parametrize('client_id, secret, reason', [
+    ('known', 'wrong', 'wrong_secret'),
+    ('unknown', 'wrong', 'unknown_client'),
+    ('', 'wrong', 'no_credentials'),
+])
+def test_failures_are_audited_with_a_reason_the_caller_never_sees(http, make_client, audit_events,
+                                                                 client_id, secret, reason):
+    real_id, _ = make_client()
+    client_id = real_id if client_id == 'known' else client_id
+    response = http.post(TOKEN_URL, data=token_form(client_id, secret))
+    assert response.get_json() == {'error': 'invalid_client'}  # no reason for the caller
+    failed = audit_events[-1]
+    assert failed['event'] == 'authentication_failed' and failed['reason'] == reason
+    assert failed['client_id'] == (client_id or None)
+    assert failed['request_id'] == response.headers['X-Request-ID']
+
+
+def test_throttling_is_audited(http, audit_events):
+    for _ in range(11):
+        fail(http)
+    assert audit_events[-1]['event'] == 'authentication_throttled'
+
+
+@pytest.mark.parametrize('incoming', [None, '', 'has space', 'x' * 65, 'quote"', 'semi;colon', '{"json": 1}'])
+def test_missing_or_unusable_request_ids_are_replaced(http, incoming):
+    response = http.get('/healthz', headers={} if incoming is None else {'X-Request-ID': incoming})
+    assert response.headers['X-Request-ID'] != incoming
+    assert len(response.headers['X-Request-ID']) == 32
+
+
+def test_client_management_is_audited(app, audit_events):
+    runner = app.test_cli_runner()
+    created = json.loads(runner.invoke(args=['create-client', 'svc', '--json']).output)
+    client_id = created['client_id']
+    for args in (['update-client', client_id, '--name', 'renamed'], ['disable-client', client_id],
+                 ['enable-client', client_id], ['rotate-secret', client_id, '--grace', '10'],
+                 ['delete-client', client_id, '--yes']):
+        assert runner.invoke(args=args).exit_code == 0
+    assert [event['event'] for event in audit_events] == [
+        'client_created', 'client_updated', 'client_disabled', 'client_enabled', 'secret_rotated',
+        'client_deleted']
+    assert all(event['client_id'] == client_id and event['actor'] == 'cli' for event in audit_events)
+    assert audit_events[4]['grace'] == 10
+
+
+# --- Security headers -----------------------------------------------------
+
+
+def test_every_answer_has_the_security_headers(http, credentials, token):
+    answers = [
+        http.post(TOKEN_URL, data=token_form(*credentials)),
+        http.post(TOKEN_URL, data=token_form(credentials[0], 'wrong')),
+        http.get('/api/me', headers=bearer(token)),
+        http.get('/api/me'),
+        http.get('/nowhere'),
+        http.put('/api/items'),
+        http.post('/api/items', data=b'x' * 70_000, headers=bearer(token)),
+        http.get('/.well-known/oauth-authorization-server'),
+        http.get('/healthz'),
+    ]
+    for answer in answers:
+        assert answer.headers['X-Content-Type-Options'] == 'nosniff', answer.status
+        assert answer.headers['Cache-Control'] == 'no-store', answer.status
+        assert "frame-ancestors 'none'" in answer.headers['Content-Security-Policy']
+        assert answer.mimetype == 'application/json', answer.status
+
+
+def test_throttling_changes_nothing_in_the_database(http, credentials):
+    # Throttling is a refusal, not a change: the client row stays as it was.
+    for _ in range(11):
+        fail(http, credentials[0])
+    db.session.expire_all()
+    client = Client.find(credentials[0])
+    assert client.disabled is False and client.check_secret(credentials[1])
