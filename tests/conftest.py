@@ -46,7 +46,7 @@ def clean_database(app):
     """Every test starts on empty tables, with no failures counted by the
     rate limiter, and inside an app context."""
     with app.app_context():
-        server.limiter.reset()
+        server.limit_failed_authentication.reset()
         for table in reversed(db.metadata.sorted_tables):
             db.session.execute(table.delete())
         db.session.commit()

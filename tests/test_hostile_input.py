@@ -130,7 +130,7 @@ def snapshot():
 @pytest.fixture
 def known(app, credentials, token, get_token, monkeypatch):
     """A real client id, its secret, a token with every scope and a read-only one."""
-    monkeypatch.setattr(server.limiter, 'enabled', False)
+    monkeypatch.setattr(server.limit_failed_authentication, 'enabled', False)
     return credentials[0], credentials[1], token, get_token(*credentials, scope='read')
 
 

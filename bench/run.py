@@ -1,0 +1,236 @@
+"""Throughput of the authorization server against a no-framework baseline.
+
+    .venv/bin/python bench/run.py            # SQLite in a temporary folder
+    DATABASE_URL=postgresql+psycopg://... .venv/bin/python bench/run.py
+
+Serves the project (server:app) and the baseline (bench/baseline.py) with
+gunicorn, 2 sync workers each, on 127.0.0.1, and drives each endpoint with wrk
+for a fixed time: POST /oauth/token (form and Basic credentials) and
+GET /api/me. Then it bulk-seeds the tokens table to about a million rows and
+measures again. It prints a table and writes the figures to bench/latest.json.
+With DATABASE_URL set it uses (and fills) that database: give it an empty one.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def ensure_wrk() -> str:
+    found = shutil.which('wrk')
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which('apt-get'):
+        print('installing wrk (apt-get install wrk) ...', file=sys.stderr)
+        subprocess.run(['apt-get', 'update', '-qq'], check=False, capture_output=True)
+        subprocess.run(['apt-get', 'install', '-y', '-qq', 'wrk'], check=False, capture_output=True)
+        found = shutil.which('wrk')
+    if not found:
+        sys.exit('bench: wrk is needed: install it (Debian/Ubuntu: sudo apt-get install wrk)')
+    return found
+
+
+class Gunicorn:
+    def __init__(self, app: str, env: dict, log: Path, chdir: Path = ROOT):
+        self.port = free_port()
+        self.url = f'http://127.0.0.1:{self.port}'
+        with open(log, 'a') as out:
+            self.process = subprocess.Popen(
+                [PYTHON, '-m', 'gunicorn', '-w', '2', '-b', f'127.0.0.1:{self.port}', '--chdir', str(chdir), app],
+                cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(('127.0.0.1', self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        sys.exit(f'bench: {app} did not start; see {log}')
+
+    def stop(self) -> None:
+        os.killpg(self.process.pid, signal.SIGTERM)
+        self.process.wait(timeout=30)
+
+
+def lua(method: str, headers: dict, body: str = '') -> str:
+    lines = [f'wrk.method = "{method}"', f'wrk.body = "{body}"']
+    lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
+    return '\n'.join(lines) + '\n'
+
+
+DURATION_UNITS = {'us': 1e-3, 'ms': 1.0, 's': 1e3}
+
+
+def run_wrk(wrk: str, url: str, script: str, args, workdir: Path) -> dict:
+    path = workdir / f'request-{len(list(workdir.glob("*.lua")))}.lua'
+    path.write_text(script)
+    out = subprocess.run([wrk, f'-t{args.threads}', f'-c{args.connections}', f'-d{args.duration}s', '--latency',
+                          '-s', str(path), url], capture_output=True, text=True, timeout=args.duration + 60).stdout
+    rps = float(re.search(r'Requests/sec:\s+([\d.]+)', out).group(1))
+    percentiles = {p: float(v) * DURATION_UNITS[unit]
+                   for p, v, unit in re.findall(r'^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$', out, re.M)}
+    errors = sum(int(n) for n in re.findall(r'Non-2xx or 3xx responses:\s+(\d+)', out))
+    errors += sum(int(n) for n in re.findall(r'Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)',
+                                            out)[0]) if 'Socket errors' in out else 0
+    return {'rps': rps, 'p50_ms': percentiles.get('50'), 'p99_ms': percentiles.get('99'), 'errors': errors}
+
+
+def post_form(url: str, form: dict, headers: dict | None = None) -> dict:
+    import requests
+    answer = requests.post(url, data=form, headers=headers or {}, timeout=10)
+    answer.raise_for_status()
+    return answer.json()
+
+
+def seed_tokens(database_url: str, client_pk: int, target: int) -> int:
+    """Bulk-insert live tokens for the bench client until the table holds `target` rows."""
+    import sqlalchemy as sa
+    engine = sa.create_engine(database_url)
+    with engine.begin() as connection:
+        have = connection.execute(sa.text('SELECT count(*) FROM tokens')).scalar_one()
+    now = datetime.now(UTC).replace(tzinfo=None)
+    expires = now + timedelta(days=1)
+    insert = sa.text('INSERT INTO tokens (access_token_hash, client_pk, scope, issued_at, expires) '
+                     'VALUES (:hash, :client, :scope, :now, :expires)')
+    batch = 50_000
+    for start in range(have, target, batch):
+        rows = [{'hash': hashlib.sha256(f'seed-{n}-{secrets.token_hex(4)}'.encode()).hexdigest(),
+                 'client': client_pk, 'scope': 'read write', 'now': now, 'expires': expires}
+                for n in range(start, min(start + batch, target))]
+        with engine.begin() as connection:
+            connection.execute(insert, rows)
+    with engine.begin() as connection:
+        total = connection.execute(sa.text('SELECT count(*) FROM tokens')).scalar_one()
+    engine.dispose()
+    return total
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--duration', type=int, default=8, help='seconds per measurement (default 8)')
+    parser.add_argument('--connections', type=int, default=16)
+    parser.add_argument('--threads', type=int, default=2, help="wrk's threads")
+    parser.add_argument('--tokens', type=int, default=1_000_000, help='rows in the tokens table for the second pass')
+    parser.add_argument('--output', default=str(ROOT / 'bench' / 'latest.json'))
+    args = parser.parse_args()
+    wrk = ensure_wrk()
+
+    workdir = Path(tempfile.mkdtemp(prefix='oauth-bench-'))
+    database_url = os.environ.get('DATABASE_URL') or f'sqlite:///{workdir}/bench.sqlite'
+    env = {'DATABASE_URL': database_url, 'FLASK_AUDIT_LOG_FILE': str(workdir / 'audit.log')}
+    created = subprocess.run([PYTHON, '-m', 'flask', '--app', 'server', 'create-client', 'bench', '--json'],
+                             cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, check=True)
+    client = json.loads(created.stdout)
+    client_id, secret = client['client_id'], client['client_secret']
+    form = f'grant_type=client_credentials&client_id={client_id}&client_secret={secret}'
+    basic = base64.b64encode(f'{client_id}:{secret}'.encode()).decode()
+    form_type = {'Content-Type': 'application/x-www-form-urlencoded'}
+
+    project = Gunicorn('server:app', env, workdir / 'project.log')
+    baseline = Gunicorn('baseline:app', env, workdir / 'baseline.log', chdir=ROOT / 'bench')
+    results = []
+    try:
+        for phase in ('small', 'large'):
+            if phase == 'large':
+                import sqlalchemy as sa
+                engine = sa.create_engine(database_url)
+                with engine.connect() as connection:
+                    client_pk = connection.execute(sa.text('SELECT id FROM clients WHERE client_id = :id'),
+                                                   {'id': client_id}).scalar_one()
+                engine.dispose()
+                print(f'seeding the tokens table to {args.tokens:,} rows ...', file=sys.stderr, flush=True)
+                rows = seed_tokens(database_url, client_pk, args.tokens)
+            for app_name, server in (('project', project), ('baseline', baseline)):
+                token = post_form(f'{server.url}/oauth/token', dict(
+                    grant_type='client_credentials', client_id=client_id, client_secret=secret))['access_token']
+                cases = [
+                    ('POST /oauth/token (form)', '/oauth/token', lua('POST', form_type, form)),
+                    ('POST /oauth/token (Basic)', '/oauth/token',
+                     lua('POST', {**form_type, 'Authorization': f'Basic {basic}'}, 'grant_type=client_credentials')),
+                    ('GET /api/me', '/api/me', lua('GET', {'Authorization': f'Bearer {token}'})),
+                ]
+                for endpoint, path, script in cases:
+                    figures = run_wrk(wrk, server.url + path, script, args, workdir)
+                    results.append({'phase': phase, 'app': app_name, 'endpoint': endpoint, **figures})
+                    print(f'{phase:5} {app_name:8} {endpoint:26} {figures["rps"]:8.0f} req/s', file=sys.stderr,
+                          flush=True)
+            if phase == 'small':
+                import sqlalchemy as sa
+                engine = sa.create_engine(database_url)
+                with engine.connect() as connection:
+                    small_rows = connection.execute(sa.text('SELECT count(*) FROM tokens')).scalar_one()
+                engine.dispose()
+    finally:
+        project.stop()
+        baseline.stop()
+
+    def figure(phase, app_name, endpoint):
+        return next(r for r in results if (r['phase'], r['app'], r['endpoint']) == (phase, app_name, endpoint))
+
+    endpoints = ['POST /oauth/token (form)', 'POST /oauth/token (Basic)', 'GET /api/me']
+    summary = []
+    for endpoint in endpoints:
+        small, large = figure('small', 'project', endpoint), figure('large', 'project', endpoint)
+        base_small, base_large = figure('small', 'baseline', endpoint), figure('large', 'baseline', endpoint)
+        summary.append({
+            'endpoint': endpoint,
+            'project_rps': small['rps'], 'project_p50_ms': small['p50_ms'], 'project_p99_ms': small['p99_ms'],
+            'baseline_rps': base_small['rps'], 'baseline_p50_ms': base_small['p50_ms'],
+            'baseline_p99_ms': base_small['p99_ms'],
+            'ratio_to_baseline': round(small['rps'] / base_small['rps'], 3),
+            'project_rps_large': large['rps'], 'baseline_rps_large': base_large['rps'],
+            'ratio_to_baseline_large': round(large['rps'] / base_large['rps'], 3),
+            'ratio_large_to_small': round(large['rps'] / small['rps'], 3),
+        })
+    machine = {'cpus': os.cpu_count(), 'processor': platform.processor() or platform.machine(),
+               'python': platform.python_version(), 'system': platform.platform(),
+               'database': database_url.split(':', 1)[0].split('+')[0]}
+    report = {'date': datetime.now(UTC).isoformat(timespec='seconds'), 'machine': machine,
+              'settings': {'gunicorn_workers': 2, 'wrk_threads': args.threads, 'connections': args.connections,
+                           'duration_s': args.duration, 'tokens_small': small_rows, 'tokens_large': rows},
+              'summary': summary, 'runs': results}
+    Path(args.output).write_text(json.dumps(report, indent=2) + '\n')
+    errors = sum(r['errors'] for r in results)
+
+    print(f'\n{machine["cpus"]} CPUs, Python {machine["python"]}, {machine["database"]}; gunicorn 2 workers, '
+          f'wrk {args.threads} threads x {args.connections} connections x {args.duration} s; '
+          f'{small_rows:,} then {rows:,} tokens stored')
+    print(f'| endpoint | project req/s | p50 / p99 ms | baseline req/s | p50 / p99 ms | project / baseline '
+          f'| at {rows:,} tokens: project / baseline | at {rows:,} / small table |')
+    print('|---|---|---|---|---|---|---|---|')
+    for s in summary:
+        print(f'| {s["endpoint"]} | {s["project_rps"]:,.0f} | {s["project_p50_ms"]:.2f} / {s["project_p99_ms"]:.2f} '
+              f'| {s["baseline_rps"]:,.0f} | {s["baseline_p50_ms"]:.2f} / {s["baseline_p99_ms"]:.2f} '
+              f'| {s["ratio_to_baseline"]:.2f}x | {s["ratio_to_baseline_large"]:.2f}x '
+              f'| {s["ratio_large_to_small"]:.2f}x |')
+    print(f'\nfigures written to {args.output}' + (f'; {errors} failed requests!' if errors else ''))
+    shutil.rmtree(workdir, ignore_errors=True)
+    return 1 if errors else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
