@@ -190,7 +190,7 @@ class ClientCredentialsValidator(OAuth2RequestValidator):
             return
         if tok.client_pk != request.client.id:
             raise errors.InvalidGrantError(description='The token was issued to another client.')
-        tok.revoke()
+        Token.revoke_id(tok.id)
         db.session.commit()
         audit('token_revoked', request.client.client_id, token_id=tok.id)
 
