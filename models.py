@@ -128,9 +128,35 @@ def create_schema(attempts: int = 5) -> None:
 
 
 class ClientRules:
-    """What a client's scope means; shared by the Client model and ClientView."""
+    """How a client authenticates and what it may ask for; shared by the
+    Client model and ClientView."""
 
     scope: str
+    grant_types: str
+    secret_hash: str
+    previous_secret_hash: str | None
+    previous_secret_expires: datetime | None
+
+    # What Flask-OAuthlib's validator reads from a client. Machine clients act
+    # for themselves: there is no user and no redirect URI.
+    user = None
+    default_redirect_uri = None
+    is_confidential = True
+
+    def check_secret(self, client_secret: str | None) -> bool:
+        # RFC 6749 §2.3.1: an empty parameter counts as omitted, so it never matches.
+        if not client_secret:
+            check_password_hash(self.secret_hash, "")
+            return False
+        if check_password_hash(self.secret_hash, client_secret):
+            return True
+        return bool(self.previous_secret_hash and self.previous_secret_expires
+                    and utcnow() < self.previous_secret_expires
+                    and check_password_hash(self.previous_secret_hash, client_secret))
+
+    @property
+    def allowed_grant_types(self) -> list[str]:
+        return self.grant_types.split()
 
     @property
     def default_scopes(self) -> list[str]:
@@ -209,12 +235,6 @@ class Client(ClientRules, db.Model):
         back_populates="client", cascade="all, delete-orphan", passive_deletes=True
     )
 
-    # What Flask-OAuthlib's validator reads from a client. Machine clients act
-    # for themselves: there is no user and no redirect URI.
-    user = None
-    default_redirect_uri = None
-    is_confidential = True
-
     @classmethod
     def create(cls, name: str, scope: str = "", client_id: str | None = None,
                client_secret: str | None = None,
@@ -230,24 +250,10 @@ class Client(ClientRules, db.Model):
 
     @classmethod
     def find(cls, client_id: str | None) -> Client | None:
+        """The client as an ORM object, to change it (see ClientView to read it)."""
         if not client_id:
             return None
-        return db.session.execute(_CLIENT_BY_ID, {"client_id": client_id}).scalar_one_or_none()
-
-    @classmethod
-    def authenticate(cls, client_id: str | None, client_secret: str | None) -> tuple[Client | None, str]:
-        """(the enabled client with these credentials, "") or (None, why not).
-        The reason is for the audit log only: callers answer every failure
-        alike, and an unknown client takes as long as a wrong secret."""
-        client = cls.find(client_id)
-        if client is None:
-            check_password_hash(_DUMMY_SECRET_HASH, client_secret or "")
-            return None, "no_credentials" if not client_id else "unknown_client"
-        if not client.check_secret(client_secret):
-            return None, "wrong_secret"
-        if client.disabled:
-            return None, "client_disabled"
-        return client, ""
+        return db.session.execute(db.select(cls).filter_by(client_id=client_id)).scalar_one_or_none()
 
     def set_secret(self, client_secret: str) -> None:
         self.secret_hash = generate_password_hash(client_secret, SECRET_HASH_METHOD)
@@ -263,17 +269,6 @@ class Client(ClientRules, db.Model):
             self.previous_secret_expires = utcnow() + timedelta(seconds=grace)
         return client_secret
 
-    def check_secret(self, client_secret: str | None) -> bool:
-        # RFC 6749 §2.3.1: an empty parameter counts as omitted, so it never matches.
-        if not client_secret:
-            check_password_hash(self.secret_hash, "")
-            return False
-        if check_password_hash(self.secret_hash, client_secret):
-            return True
-        return bool(self.previous_secret_hash and self.previous_secret_expires
-                    and utcnow() < self.previous_secret_expires
-                    and check_password_hash(self.previous_secret_hash, client_secret))
-
     def disable(self) -> int:
         """Refuse this client from now on and revoke its live tokens, so that
         enabling it again later does not bring them back. Returns how many."""
@@ -282,10 +277,6 @@ class Client(ClientRules, db.Model):
             db.update(Token).where(Token.client_pk == self.id, Token.revoked_at.is_(None))
             .values(revoked_at=utcnow()))
         return result.rowcount
-
-    @property
-    def allowed_grant_types(self) -> list[str]:
-        return self.grant_types.split()
 
     def to_dict(self) -> dict:
         return {"client_id": self.client_id, "name": self.name, "scope": self.scope,
@@ -310,13 +301,15 @@ class Token(TokenRules, db.Model):
     client: Mapped[Client] = relationship(back_populates="tokens", lazy="joined")
 
     @classmethod
-    def issue(cls, client: Client, access_token: str, scope: str, expires_in: int) -> int:
-        """Store a new token (by its hash) and return its id. One INSERT:
-        the ORM's unit of work would double the cost of the token endpoint."""
+    def issue(cls, client: ClientRules, access_token: str, scope: str, expires_in: int) -> int:
+        """Store a new token (by its hash), commit, and return its id: one
+        INSERT on a pooled connection, where the ORM's unit of work and
+        session would double the cost of the token endpoint."""
         now = utcnow()
-        return db.session.execute(_INSERT_TOKEN, {
-            "access_token_hash": hash_token(access_token), "client_pk": client.id, "scope": scope,
-            "issued_at": now, "expires": now + timedelta(seconds=expires_in)}).scalar_one()
+        with db.engine.begin() as connection:
+            return connection.execute(_INSERT_TOKEN, {
+                "access_token_hash": hash_token(access_token), "client_pk": client.id, "scope": scope,
+                "issued_at": now, "expires": now + timedelta(seconds=expires_in)}).scalar_one()
 
     @classmethod
     def find(cls, access_token: str | None) -> TokenView | None:
@@ -329,8 +322,7 @@ class Token(TokenRules, db.Model):
             row = connection.execute(_TOKEN_VIEW, {"hash": hash_token(access_token)}).first()
         if row is None:
             return None
-        client = ClientView(row.client_pk, row.client_id, row.name, row.client_scope, row.disabled)
-        return TokenView(row.id, row.scope, row.issued_at, row.expires, row.revoked_at, client)
+        return TokenView(*row[:5], ClientView(*row[5:]))
 
     def revoke(self) -> None:
         if self.revoked_at is None:
@@ -358,17 +350,42 @@ class Token(TokenRules, db.Model):
 
 @dataclass(frozen=True, slots=True)
 class ClientView(ClientRules):
-    """The columns of a client that every API request needs, without an ORM object."""
+    """A client as a request sees it, read with one query on a pooled
+    connection: the ORM object and session cost more than the query."""
 
     id: int
     client_id: str
     name: str
     scope: str
+    grant_types: str
+    token_lifetime: int | None
     disabled: bool
+    secret_hash: str
+    previous_secret_hash: str | None
+    previous_secret_expires: datetime | None
 
-    # Flask-OAuthlib reads these from a client.
-    user = None
-    default_redirect_uri = None
+    @classmethod
+    def find(cls, client_id: str | None) -> ClientView | None:
+        if not client_id:
+            return None
+        with db.engine.connect() as connection:
+            row = connection.execute(_CLIENT_VIEW, {"client_id": client_id}).first()
+        return None if row is None else cls(*row)
+
+    @classmethod
+    def authenticate(cls, client_id: str | None, client_secret: str | None) -> tuple[ClientView | None, str]:
+        """(the enabled client with these credentials, "") or (None, why not).
+        The reason is for the audit log only: callers answer every failure
+        alike, and an unknown client takes as long as a wrong secret."""
+        client = cls.find(client_id)
+        if client is None:
+            check_password_hash(_DUMMY_SECRET_HASH, client_secret or "")
+            return None, "no_credentials" if not client_id else "unknown_client"
+        if not client.check_secret(client_secret):
+            return None, "wrong_secret"
+        if client.disabled:
+            return None, "client_disabled"
+        return client, ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -392,10 +409,11 @@ class TokenView(TokenRules):
 
 # The statements of every request, built once: constructing one costs about
 # as much as running it.
-_CLIENT_BY_ID = db.select(Client).where(Client.client_id == db.bindparam("client_id"))
-_TOKEN_VIEW = (db.select(Token.id, Token.scope, Token.issued_at, Token.expires, Token.revoked_at,
-                         Token.client_pk, Client.client_id, Client.name, Client.scope.label("client_scope"),
-                         Client.disabled)
+_CLIENT_COLUMNS = (Client.id, Client.client_id, Client.name, Client.scope, Client.grant_types,
+                   Client.token_lifetime, Client.disabled, Client.secret_hash, Client.previous_secret_hash,
+                   Client.previous_secret_expires)  # in ClientView's field order
+_CLIENT_VIEW = db.select(*_CLIENT_COLUMNS).where(Client.client_id == db.bindparam("client_id"))
+_TOKEN_VIEW = (db.select(Token.id, Token.scope, Token.issued_at, Token.expires, Token.revoked_at, *_CLIENT_COLUMNS)
                .join(Client, Client.id == Token.client_pk)
                .where(Token.access_token_hash == db.bindparam("hash")))
 _INSERT_TOKEN = db.insert(Token.__table__).returning(Token.__table__.c.id)

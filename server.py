@@ -35,7 +35,19 @@ from werkzeug.datastructures import Authorization
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from models import NAME_MAX_LENGTH, Client, Item, RateLimitCounter, Token, create_schema, db, scope_to_list, utcnow
+from models import (
+    NAME_MAX_LENGTH,
+    Client,
+    ClientView,
+    Item,
+    RateLimitCounter,
+    Token,
+    create_schema,
+    db,
+    random_credential,
+    scope_to_list,
+    utcnow,
+)
 
 # --- Configuration --------------------------------------------------------
 # Defaults below; every key can be overridden from the environment as
@@ -43,6 +55,8 @@ from models import NAME_MAX_LENGTH, Client, Item, RateLimitCounter, Token, creat
 
 app = Flask(__name__)
 app.config['OAUTH2_PROVIDER_TOKEN_EXPIRES_IN'] = 3600  # token lifetime, seconds
+# 256 random bits; oauthlib's default draws 30 characters, a system call each.
+app.config['OAUTH2_PROVIDER_TOKEN_GENERATOR'] = lambda request: random_credential(32)
 app.config.update(
     SQLALCHEMY_DATABASE_URI='sqlite:///oauth.sqlite',  # relative: in the instance folder
     # `introspect` lets a resource server introspect any client's tokens.
@@ -137,7 +151,7 @@ class ClientCredentialsValidator(OAuth2RequestValidator):
         # The fork compares plaintext secrets with `!=`; ours are hashed and
         # compared in constant time.
         client_id, client_secret = self._get_client_creds_from_request(request)
-        client, failure = Client.authenticate(client_id, client_secret)
+        client, failure = ClientView.authenticate(client_id, client_secret)
         if client is None:
             audit('authentication_failed', client_id, reason=failure)
             return False
@@ -212,7 +226,7 @@ oauth = OAuth2Provider(app, validator_class=ClientCredentialsValidator)
 
 @oauth.clientgetter
 def load_client(client_id):
-    return Client.find(client_id)
+    return ClientView.find(client_id)
 
 
 @oauth.tokengetter
@@ -229,7 +243,6 @@ def save_token(token, request, *args, **kwargs):
     if request.client.token_lifetime:
         token['expires_in'] = request.client.token_lifetime
     token_id = Token.issue(request.client, token['access_token'], token.get('scope', ''), token['expires_in'])
-    db.session.commit()
     audit('token_issued', request.client.client_id, token_id=token_id, scope=token.get('scope', ''),
           expires_in=token['expires_in'])
 
