@@ -219,7 +219,19 @@ class ClientCredentialsValidator(OAuth2RequestValidator):
         return tok.to_introspection()
 
 
-oauth = OAuth2Provider(app, validator_class=ClientCredentialsValidator)
+class ClientCredentialsProvider(OAuth2Provider):
+    """OAuth2Provider, handing oauthlib only what a resource check reads."""
+
+    def verify_request(self, scopes):
+        # Flask-OAuthlib copies every header, re-encodes the Authorization
+        # header and rebuilds the URL as an IRI before each API request; that
+        # was a sixth of a protected request's time. oauthlib reads the path
+        # with its query, the form, and the Authorization header.
+        headers = {'Authorization': request.headers['Authorization']} if 'Authorization' in request.headers else {}
+        return self.server.verify_request(request.full_path, request.method, request.form.to_dict(), headers, scopes)
+
+
+oauth = ClientCredentialsProvider(app, validator_class=ClientCredentialsValidator)
 
 # --- Callbacks: how the provider reads and writes clients and tokens ------
 
@@ -338,14 +350,17 @@ def assign_request_id():
     g.request_id = incoming if REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
 
 
+# For a JSON API: no sniffing, no framing, no referrer. No view sets these,
+# so they are appended (setting a header scans the list first).
+SECURITY_HEADERS = [('X-Content-Type-Options', 'nosniff'), ('Referrer-Policy', 'no-referrer'),
+                    ('Content-Security-Policy', "default-src 'none'; frame-ancestors 'none'")]
+
+
 @app.after_request
 def security_headers(response):
-    # For a JSON API: no sniffing, no framing, no caching of per-client data.
-    response.headers['X-Request-ID'] = g.get('request_id', '')
-    response.headers.setdefault('X-Content-Type-Options', 'nosniff')
-    response.headers.setdefault('Content-Security-Policy', "default-src 'none'; frame-ancestors 'none'")
-    response.headers.setdefault('Referrer-Policy', 'no-referrer')
-    response.headers.setdefault('Cache-Control', 'no-store')
+    response.headers.extend(SECURITY_HEADERS)
+    response.headers.add('X-Request-ID', g.get('request_id', ''))
+    response.headers.setdefault('Cache-Control', 'no-store')  # per-client data is never cached
     return response
 
 
