@@ -161,17 +161,10 @@ def hostile_request(paths, known):
     return st.one_of(near_valid_request(paths, known), any_request(paths, known))
 
 
-def test_hostile_requests_to_the_oauth_endpoints(http, known):
+@pytest.mark.parametrize('paths', [OAUTH_PATHS, API_PATHS], ids=['oauth-endpoints', 'api'])
+def test_hostile_requests(http, known, paths):
     @hostile
-    @given(hostile_request(OAUTH_PATHS, known))
-    def run(request):
-        check(http, request)
-    run()
-
-
-def test_hostile_requests_to_the_api(http, known):
-    @hostile
-    @given(hostile_request(API_PATHS, known))
+    @given(hostile_request(paths, known))
     def run(request):
         check(http, request)
     run()
