@@ -185,7 +185,8 @@ class TokenRules:
     def scopes(self) -> list[str]:
         """The scopes this token grants now: those it was issued with that
         its client still has (narrowing a client narrows its live tokens)."""
-        return [s for s in scope_to_list(self.scope) if s in self.client.default_scopes]
+        allowed = set(self.client.default_scopes)
+        return [s for s in scope_to_list(self.scope) if s in allowed]
 
     def is_expired(self, now: datetime | None = None) -> bool:
         return (now or utcnow()) >= self.expires

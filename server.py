@@ -371,7 +371,8 @@ def reject_malformed_request():
     # both would be a 500 instead of the 400 they deserve.
     try:
         urldecode(request.query_string.decode('utf-8'))
-        _ = request.authorization  # parsed here, where its ValueError can become a 400
+        if request.headers.get('Authorization', '')[:6].lower() == 'basic ':
+            _ = request.authorization  # parsed here, where its ValueError can become a 400
     except ValueError:
         raise errors.InvalidRequestError(description='Malformed query string or Authorization header.') from None
 
