@@ -9,6 +9,7 @@ only as a salted hash, an access token only as its SHA-256 digest.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -43,6 +44,25 @@ SECRET_HASH_METHOD = "pbkdf2:sha256:1"  # noqa: S105 - a hash method name, not a
 _DUMMY_SECRET_HASH = generate_password_hash(secrets.token_urlsafe(32), SECRET_HASH_METHOD)
 
 NAME_MAX_LENGTH = 200
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_name(name: object) -> str:
+    """A client's or an item's name, trimmed; ValueError says what is wrong."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError('"name" must be a non-empty string.')
+    name = name.strip()
+    if len(name) > NAME_MAX_LENGTH:
+        raise ValueError(f'"name" must be at most {NAME_MAX_LENGTH} characters.')
+    if CONTROL_CHARACTERS.search(name):  # PostgreSQL cannot store NUL; none belongs in a name
+        raise ValueError('"name" must not contain control characters.')
+    return name
+
+
+def storable(text: str | None) -> bool:
+    """False for what no row can hold: PostgreSQL text cannot contain NUL, so
+    a lookup by such a value finds nothing (and must not reach the database)."""
+    return bool(text) and "\x00" not in text
 
 
 def random_credential(nbytes: int) -> str:
@@ -252,7 +272,7 @@ class Client(ClientRules, db.Model):
     @classmethod
     def find(cls, client_id: str | None) -> Client | None:
         """The client as an ORM object, to change it (see ClientView to read it)."""
-        if not client_id:
+        if not storable(client_id):
             return None
         return db.session.execute(db.select(cls).filter_by(client_id=client_id)).scalar_one_or_none()
 
@@ -367,7 +387,7 @@ class ClientView(ClientRules):
 
     @classmethod
     def find(cls, client_id: str | None) -> ClientView | None:
-        if not client_id:
+        if not storable(client_id):
             return None
         with db.engine.connect() as connection:
             row = connection.execute(_CLIENT_VIEW, {"client_id": client_id}).first()
@@ -435,12 +455,7 @@ class Item(db.Model):
     @classmethod
     def create(cls, client: ClientRules, name: object) -> Item:
         """Add an item owned by `client`; ValueError says what is wrong with `name`."""
-        if not isinstance(name, str) or not name.strip():
-            raise ValueError('"name" must be a non-empty string.')
-        name = name.strip()
-        if len(name) > NAME_MAX_LENGTH:
-            raise ValueError(f'"name" must be at most {NAME_MAX_LENGTH} characters.')
-        item = cls(client_pk=client.id, name=name)
+        item = cls(client_pk=client.id, name=check_name(name))
         db.session.add(item)
         return item
 

@@ -11,6 +11,7 @@ protected API, the command line, and the development server.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -30,18 +31,18 @@ from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 from oauthlib.common import urldecode
 from oauthlib.oauth2.rfc6749 import errors
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, SQLAlchemyError
 from werkzeug.datastructures import Authorization
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from models import (
-    NAME_MAX_LENGTH,
     Client,
     ClientView,
     Item,
     RateLimitCounter,
     Token,
+    check_name,
     create_schema,
     db,
     random_credential,
@@ -291,6 +292,8 @@ def handle_oauth_error(error):
 def handle_database_error(error):
     db.session.rollback()
     app.logger.error('database error: %s', type(error).__name__)
+    if isinstance(error, DataError):  # a value the database refuses: the request's fault
+        return oauth_error_response(errors.InvalidRequestError(description='A value in the request cannot be stored.'))
     response = oauth_error_response(errors.TemporarilyUnavailableError(
         description='The database is unavailable; try again later.', status_code=503))
     response.headers['Retry-After'] = '5'
@@ -395,15 +398,21 @@ def finish_client_authenticated_response(response):
     return response
 
 
-def client_id_key() -> str:
-    """The client id as the validator will read it, so that re-encoding
-    an id (Appendix B) does not give an attacker a fresh counter."""
+def presented_client_id() -> str | None:
+    """The client id as the validator will read it, so that re-encoding an
+    id (Appendix B) does not give an attacker a fresh counter."""
     try:
         client_id, _ = client_credentials(request.headers.get('Authorization'),
                                           request.form.get('client_id'), request.form.get('client_secret'))
     except (errors.OAuth2Error, ValueError):
-        client_id = None
-    return f'client:{client_id or "-"}'
+        return None
+    return client_id
+
+
+def client_id_key() -> str:
+    # Hashed: the id is the caller's text (any length, any character) and
+    # becomes a key in the limit storage, a database row with database://.
+    return 'client:' + hashlib.sha256((presented_client_id() or '').encode('utf-8', 'replace')).hexdigest()
 
 
 parse_limit = lru_cache(maxsize=16)(parse)  # "10 per minute" -> a limit, once
@@ -450,7 +459,7 @@ class FailedAuthenticationLimiter:
 
     @staticmethod
     def refuse(limit, retry_after: int):
-        audit('authentication_throttled', client_id_key().removeprefix('client:'), limit=str(limit))
+        audit('authentication_throttled', presented_client_id(), limit=str(limit))
         response = oauth_error_response(errors.TemporarilyUnavailableError(
             description='Too many failed authentications; try again later.', status_code=429))
         response.headers['Retry-After'] = str(retry_after)
@@ -617,11 +626,10 @@ def validate_scope(ctx, param, scope):
 
 
 def validate_name(ctx, param, name):
-    if name is not None and not name.strip():
-        raise click.BadParameter('must not be empty')
-    if name is not None and len(name.strip()) > NAME_MAX_LENGTH:
-        raise click.BadParameter(f'must be at most {NAME_MAX_LENGTH} characters')
-    return None if name is None else name.strip()
+    try:
+        return None if name is None else check_name(name)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
 
 
 def existing_client(client_id: str) -> Client:

@@ -49,7 +49,8 @@ def test_create_client_without_tokens(cli, http):
 
 @pytest.mark.parametrize('args, message', [
     (['create-client', 'x', '--scope', 'read admin'], "unknown scope 'admin'"),
-    (['create-client', '   '], 'must not be empty'),
+    (['create-client', '   '], '"name" must be a non-empty string'),
+    (['create-client', 'tab\there'], '"name" must not contain control characters'),
     (['create-client'], "Missing argument 'NAME'"),
 ])
 def test_create_client_rejects_bad_arguments(cli, args, message):

@@ -137,3 +137,12 @@ def test_malformed_query_strings_are_400(http, token, query):
     response = http.get('/api/me' + query, headers=bearer(token))
     assert response.status_code == 400
     assert response.get_json()['error'] == 'invalid_request'
+
+
+@pytest.mark.parametrize('name', ['nul\x00inside', 'line\nbreak', 'bell\x07'])
+def test_control_characters_in_a_name_are_refused(http, token, name):
+    # PostgreSQL cannot store NUL: without this check it would be a 5xx there.
+    response = http.post('/api/items', json={'name': name}, headers=bearer(token))
+    assert response.status_code == 400
+    assert 'control characters' in response.get_json()['error_description']
+    assert count(Item) == 0

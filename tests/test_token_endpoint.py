@@ -239,3 +239,11 @@ def test_secret_check_survives_client_reload(http, credentials):
     client = Client.find(credentials[0])
     assert client.check_secret(credentials[1])
     assert not client.check_secret(credentials[1] + 'x')
+
+
+@pytest.mark.parametrize('client_id', ['nul\x00id', 'x' * 5000 + '\x00'])
+def test_unstorable_client_ids_are_just_unknown(http, client_id):
+    # No row can hold NUL, so on PostgreSQL the lookup must not even be tried.
+    for headers, form in [({}, token_form(client_id, 's')),
+                          (basic_header(client_id, 's'), {'grant_type': 'client_credentials'})]:
+        assert_error(http.post(TOKEN_URL, data=form, headers=headers), 401, 'invalid_client')
