@@ -112,6 +112,7 @@ def audit(event: str, client_id: str | None = None, **details) -> None:
         'request_id': g.get('request_id') if in_request else None,
         'actor': 'client' if in_request else 'cli', **details}))
 
+
 # --- The OAuth provider ---------------------------------------------------
 
 # RFC 6750 §2.1: b64token, the syntax of a Bearer credential.
