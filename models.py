@@ -294,10 +294,7 @@ class Client(ClientRules, db.Model):
         """Refuse this client from now on and revoke its live tokens, so that
         enabling it again later does not bring them back. Returns how many."""
         self.disabled = True
-        result = db.session.execute(
-            db.update(Token).where(Token.client_pk == self.id, Token.revoked_at.is_(None))
-            .values(revoked_at=utcnow()))
-        return result.rowcount
+        return Token.revoke_where(Token.client_pk == self.id)
 
     def to_dict(self) -> dict:
         return {"client_id": self.client_id, "name": self.name, "scope": self.scope,
@@ -345,14 +342,12 @@ class Token(TokenRules, db.Model):
             return None
         return TokenView(*row[:5], ClientView(*row[5:]))
 
-    def revoke(self) -> None:
-        if self.revoked_at is None:
-            self.revoked_at = utcnow()
-
     @classmethod
-    def revoke_id(cls, token_id: int) -> None:
-        db.session.execute(db.update(cls).where(cls.id == token_id, cls.revoked_at.is_(None))
-                           .values(revoked_at=utcnow()))
+    def revoke_where(cls, condition) -> int:
+        """Revoke the live tokens matching `condition` (in the session's
+        transaction); an already revoked one keeps its time. Returns how many."""
+        return db.session.execute(db.update(cls).where(condition, cls.revoked_at.is_(None))
+                                  .values(revoked_at=utcnow())).rowcount
 
     @classmethod
     def purge(cls, batch: int = 5000) -> int:
@@ -366,7 +361,6 @@ class Token(TokenRules, db.Model):
                 return deleted
             deleted += db.session.execute(db.delete(cls).where(cls.id.in_(ids))).rowcount
             db.session.commit()
-
 
 
 @dataclass(frozen=True, slots=True)

@@ -206,7 +206,7 @@ class ClientCredentialsValidator(OAuth2RequestValidator):
             return
         if tok.client_pk != request.client.id:
             raise errors.InvalidGrantError(description='The token was issued to another client.')
-        Token.revoke_id(tok.id)
+        Token.revoke_where(Token.id == tok.id)
         db.session.commit()
         audit('token_revoked', request.client.client_id, token_id=tok.id)
 
@@ -556,8 +556,8 @@ def authorization_server_metadata():
 @app.get('/api/me')
 @oauth.require_oauth()
 def me():
-    client, token = request.oauth.client, request.oauth.access_token
-    return jsonify(client_id=client.client_id, name=client.name, scope=' '.join(token.scopes))
+    client = request.oauth.client
+    return jsonify(client_id=client.client_id, name=client.name, scope=' '.join(request.oauth.scopes))
 
 
 @app.get('/api/items')

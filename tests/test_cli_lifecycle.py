@@ -151,7 +151,7 @@ def test_purge_tokens_deletes_only_dead_ones(cli, credentials, get_token):
     tokens = [get_token(*credentials) for _ in range(4)]
     stored = db.session.scalars(db.select(Token).order_by(Token.id)).all()
     stored[0].expires = utcnow() - timedelta(seconds=1)
-    stored[1].revoke()
+    Token.revoke_where(Token.id == stored[1].id)
     db.session.commit()
     result = cli('purge-tokens')
     assert result.exit_code == 0 and result.output.startswith('Purged 2 token(s) and ')
