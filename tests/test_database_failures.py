@@ -1,0 +1,54 @@
+"""When the database fails under a request: a JSON 503 the client can retry,
+never a 500, and service again as soon as the database is back."""
+from contextlib import contextmanager
+
+import pytest
+import sqlalchemy as sa
+from conftest import DATABASE_URL, TOKEN_URL, bearer, count, token_form
+
+from models import Token, db
+
+
+@contextmanager
+def tokens_table_missing():
+    """The tokens table renamed away for the test (as a failed migration or a
+    wrong database would leave it), and put back afterwards."""
+    db.session.execute(sa.text('ALTER TABLE tokens RENAME TO tokens_away'))
+    db.session.commit()
+    try:
+        yield
+    finally:
+        db.session.rollback()
+        db.session.execute(sa.text('ALTER TABLE tokens_away RENAME TO tokens'))
+        db.session.commit()
+
+
+def assert_retry_later(response):
+    assert response.status_code == 503
+    assert response.get_json()['error'] == 'temporarily_unavailable'
+    assert response.headers['Retry-After']
+
+
+def test_token_and_api_requests_answer_503_while_the_tokens_table_is_unusable(http, credentials, token):
+    issued = count(Token)
+    with tokens_table_missing():
+        assert_retry_later(http.post(TOKEN_URL, data=token_form(*credentials)))
+        assert_retry_later(http.get('/api/me', headers=bearer(token)))
+    # Back at once: the token issued before still works, nothing was stored meanwhile.
+    assert http.get('/api/me', headers=bearer(token)).status_code == 200
+    assert count(Token) == issued
+    assert http.post(TOKEN_URL, data=token_form(*credentials)).status_code == 200
+
+
+@pytest.mark.skipif(not DATABASE_URL.startswith('postgresql'), reason='needs a database server that drops connections')
+def test_connections_the_server_dropped_are_replaced(http, credentials, token):
+    # What a database restart or failover does to every pooled connection.
+    engine = sa.create_engine(DATABASE_URL)
+    with engine.connect() as connection:
+        killed = connection.execute(sa.text(
+            'SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity '
+            'WHERE datname = current_database() AND pid <> pg_backend_pid()')).scalar_one()
+    engine.dispose()
+    assert killed >= 1
+    assert http.get('/api/me', headers=bearer(token)).status_code == 200
+    assert http.post(TOKEN_URL, data=token_form(*credentials)).status_code == 200
