@@ -31,7 +31,6 @@ from limits.strategies import FixedWindowRateLimiter
 from oauthlib.common import urldecode
 from oauthlib.oauth2.rfc6749 import errors
 from sqlalchemy.exc import DataError, SQLAlchemyError
-from werkzeug.datastructures import Authorization
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -118,15 +117,15 @@ def audit(event: str, client_id: str | None = None, **details) -> None:
 BEARER_TOKEN = re.compile(r'[A-Za-z0-9\-._~+/]+=*')
 
 
-def client_credentials(authorization: str | None, form_client_id: str | None,
-                       form_client_secret: str | None) -> tuple[str | None, str | None]:
-    """(client_id, client_secret) from HTTP Basic or from the form fields.
+def client_credentials() -> tuple[str | None, str | None]:
+    """(client_id, client_secret) of this request, from HTTP Basic or from the form.
 
     RFC 6749 §2.3.1: the server MUST support HTTP Basic, where id and secret
     are form-urlencoded (Appendix B) before base64. The fork only understands
     a pre-parsed header, which it no longer receives.
     """
-    basic = Authorization.from_header(authorization)
+    basic = request.authorization  # parsed once per request by Werkzeug
+    form_client_id, form_client_secret = request.form.get('client_id'), request.form.get('client_secret')
     if basic is None or basic.type != 'basic':
         return form_client_id, form_client_secret
     client_id = unquote_plus(basic.username or '')
@@ -141,7 +140,7 @@ class ClientCredentialsValidator(OAuth2RequestValidator):
     on today's Flask (README: "Why the Flask-OAuthlib-Invenio fork")."""
 
     def _get_client_creds_from_request(self, request):
-        return client_credentials(request.headers.get('Authorization'), request.client_id, request.client_secret)
+        return client_credentials()  # from the Flask request this oauthlib `request` was built from
 
     def client_authentication_required(self, request, *args, **kwargs):
         # Every client here is confidential, so revocation (RFC 7009 §2.1) and
@@ -425,8 +424,7 @@ def presented_client_id() -> str | None:
     """The client id as the validator will read it, so that re-encoding an
     id (Appendix B) does not give an attacker a fresh counter."""
     try:
-        client_id, _ = client_credentials(request.headers.get('Authorization'),
-                                          request.form.get('client_id'), request.form.get('client_secret'))
+        client_id, _ = client_credentials()
     except (errors.OAuth2Error, ValueError):
         return None
     return client_id
