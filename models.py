@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import ClassVar
 
+from flask import g
 from flask_sqlalchemy import SQLAlchemy
 from limits.storage import Storage
 from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Integer, String, TypeDecorator, event, text
@@ -324,7 +325,7 @@ class Token(TokenRules, db.Model):
         now = utcnow()
         return _INSERT_TOKEN.first({
             "access_token_hash": hash_token(access_token), "client_pk": client.id, "scope": scope,
-            "issued_at": now, "expires": now + timedelta(seconds=expires_in)}, commit=True)[0]
+            "issued_at": now, "expires": now + timedelta(seconds=expires_in)})[0]
 
     @classmethod
     def find(cls, access_token: str | None) -> TokenView | None:
@@ -442,37 +443,72 @@ class DriverStatement:
         self._prepared[dialect] = prepared
         return prepared
 
-    def first(self, params: dict, commit: bool = False) -> list | None:
-        """The first row, converted (or None); with commit=True, in a transaction that is committed."""
-        engine = db.engine
-        dialect = engine.dialect
+    def first(self, params: dict) -> list | None:
+        """Run the statement, committed when it returns; its first row, converted, or None."""
+        dialect = db.engine.dialect
         sql, order, convert_in, convert_out = self._prepared.get(dialect) or self._prepare(dialect)
         values = {name: convert_in[name](value) if name in convert_in else value for name, value in params.items()}
         arguments = values if order is None else tuple(values[name] for name in order)
-        connection = engine.raw_connection()  # from the pool, with its pre-ping and connect settings
+        connection = driver_connection()
         cursor = None
         try:
             cursor = connection.cursor()
             cursor.execute(sql, arguments)
             rows = cursor.fetchall()  # all: SQLite will not commit while a statement has rows left
-            if commit:
-                connection.commit()
+            connection.commit()  # nothing to do after a read, or in autocommit
         except dialect.loaded_dbapi.Error as error:
             if dialect.is_disconnect(error, connection.dbapi_connection, cursor):
                 connection.invalidate(error)  # the pool replaces it, as SQLAlchemy's Connection would
+            release_driver_connection()
             # The same exception classes as everywhere else (DataError, OperationalError, ...).
             raise DBAPIError.instance(sql, arguments, error, dialect.loaded_dbapi.Error,
                                       hide_parameters=True, dialect=dialect) from error
         finally:
             if cursor is not None:
                 cursor.close()
-            connection.close()  # back to the pool, which rolls back anything left open
         if not rows:
             return None
         row = list(rows[0])
         for index, convert in convert_out:
             row[index] = convert(row[index])
         return row
+
+
+def driver_connection():
+    """The pooled connection that runs this request's DriverStatements: one
+    checkout (and, on a database server, one pre-ping) per request, however
+    many statements it runs. init_app() has it returned to the pool when the request ends."""
+    connection = g.get("driver_connection")
+    if connection is None:
+        connection = g.driver_connection = db.engine.raw_connection()
+        if _autocommit(db.engine.dialect):
+            db.engine.dialect.set_isolation_level(connection.dbapi_connection, "AUTOCOMMIT")
+    return connection
+
+
+def _autocommit(dialect) -> bool:
+    # Each statement is a transaction of its own. On a database server,
+    # autocommit spares the round trips of BEGIN and COMMIT (or ROLLBACK);
+    # SQLite has no round trips, and changing its isolation level makes it
+    # prepare every statement again.
+    return dialect.name != "sqlite"
+
+
+def release_driver_connection(error: BaseException | None = None) -> None:
+    connection = g.pop("driver_connection", None)
+    if connection is None:
+        return
+    if connection.dbapi_connection is not None and _autocommit(db.engine.dialect):  # not invalidated
+        db.engine.dialect.reset_isolation_level(connection.dbapi_connection)
+    connection.close()  # back to the pool
+
+
+def init_app(app) -> None:
+    """Bind the database to the app: Flask-SQLAlchemy's session, and the
+    driver connection, given back when a request or command ends."""
+    db.init_app(app)
+    app.teardown_request(release_driver_connection)
+    app.teardown_appcontext(release_driver_connection)  # a command, or a context without a request
 
 
 # The statements of every request, built once.

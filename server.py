@@ -43,6 +43,7 @@ from models import (
     check_name,
     create_schema,
     db,
+    init_app,
     random_credential,
     scope_to_list,
     utcnow,
@@ -80,7 +81,7 @@ if not app.config['SQLALCHEMY_DATABASE_URI'].startswith('sqlite'):
     # server restart. SQLite has no server to lose: the test would be wasted.
     app.config.setdefault('SQLALCHEMY_ENGINE_OPTIONS', {}).setdefault('pool_pre_ping', True)
 app.json.sort_keys = False
-db.init_app(app)
+init_app(app)
 if app.config['TRUSTED_PROXIES']:
     hops = int(app.config['TRUSTED_PROXIES'])
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
