@@ -104,13 +104,18 @@ if not audit_log.handlers:
 
 
 def audit(event: str, client_id: str | None = None, **details) -> None:
-    in_request = has_request_context()
-    audit_log.info(json.dumps({
+    environ = request.environ if has_request_context() else {}
+    line = json.dumps({
         'time': utcnow().isoformat(), 'event': event,
         'client_id': client_id[:200] if client_id else None,  # as presented: may be anything
-        'remote_addr': request.remote_addr if in_request else None,
-        'request_id': request.environ.get('oauth.request_id') if in_request else None,
-        'actor': 'client' if in_request else 'cli', **details}))
+        'remote_addr': environ.get('REMOTE_ADDR'),  # request.remote_addr, after ProxyFix
+        'request_id': environ.get('oauth.request_id'),
+        'actor': 'client' if environ else 'cli', **details})
+    # What audit_log.info(line) does, less its search of the call stack for
+    # the file and line of the call (always this one, and never shown): a
+    # sixth of an audit line's cost in a token request.
+    if audit_log.isEnabledFor(logging.INFO):
+        audit_log.handle(audit_log.makeRecord(audit_log.name, logging.INFO, '', 0, line, None, None))
 
 
 # --- The OAuth provider ---------------------------------------------------
