@@ -445,11 +445,12 @@ class DriverStatement:
 
     def first(self, params: dict) -> list | None:
         """Run the statement, committed when it returns; its first row, converted, or None."""
-        dialect = db.engine.dialect
+        engine = db.engine
+        dialect = engine.dialect
         sql, order, convert_in, convert_out = self._prepared.get(dialect) or self._prepare(dialect)
         values = {name: convert_in[name](value) if name in convert_in else value for name, value in params.items()}
         arguments = values if order is None else tuple(values[name] for name in order)
-        connection = driver_connection()
+        connection = driver_connection(engine)
         cursor = None
         try:
             cursor = connection.cursor()
@@ -474,15 +475,15 @@ class DriverStatement:
         return row
 
 
-def driver_connection():
+def driver_connection(engine):
     """The pooled connection that runs this request's DriverStatements: one
     checkout (and, on a database server, one pre-ping) per request, however
     many statements it runs. init_app() has it returned to the pool when the request ends."""
     connection = g.get("driver_connection")
     if connection is None:
-        connection = g.driver_connection = db.engine.raw_connection()
-        if _autocommit(db.engine.dialect):
-            db.engine.dialect.set_isolation_level(connection.dbapi_connection, "AUTOCOMMIT")
+        connection = g.driver_connection = engine.raw_connection()
+        if _autocommit(engine.dialect):
+            engine.dialect.set_isolation_level(connection.dbapi_connection, "AUTOCOMMIT")
     return connection
 
 
@@ -498,8 +499,9 @@ def release_driver_connection(error: BaseException | None = None) -> None:
     connection = g.pop("driver_connection", None)
     if connection is None:
         return
-    if connection.dbapi_connection is not None and _autocommit(db.engine.dialect):  # not invalidated
-        db.engine.dialect.reset_isolation_level(connection.dbapi_connection)
+    dialect = db.engine.dialect
+    if connection.dbapi_connection is not None and _autocommit(dialect):  # not invalidated
+        dialect.reset_isolation_level(connection.dbapi_connection)
     connection.close()  # back to the pool
 
 
