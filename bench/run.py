@@ -6,9 +6,12 @@
 Serves the project (server:app) and the baseline (bench/baseline.py) with
 gunicorn, 2 sync workers each, on 127.0.0.1, and drives each endpoint with wrk
 for a fixed time: POST /oauth/token (form and Basic credentials) and
-GET /api/me. Then it bulk-seeds the tokens table to about a million rows and
-measures again. It prints a table and writes the figures to bench/latest.json.
-With DATABASE_URL set it uses (and fills) that database: give it an empty one.
+GET /api/me. Each endpoint is measured in rounds, project and baseline taking
+turns, and each figure is the median of its rounds, so that a moment of noise
+on the machine lands on neither side alone. Then it bulk-seeds the tokens
+table to about a million rows and measures again. It prints a table and
+writes every run to bench/latest.json. With DATABASE_URL set it uses (and
+fills) that database: give it an empty one.
 """
 from __future__ import annotations
 
@@ -131,7 +134,8 @@ def seed_tokens(database_url: str, client_pk: int, target: int) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--duration', type=int, default=8, help='seconds per measurement (default 8)')
+    parser.add_argument('--duration', type=int, default=5, help='seconds per measurement (default 5)')
+    parser.add_argument('--rounds', type=int, default=3, help='measurements of each endpoint and app (default 3)')
     parser.add_argument('--connections', type=int, default=16)
     parser.add_argument('--threads', type=int, default=2, help="wrk's threads")
     parser.add_argument('--tokens', type=int, default=1_000_000, help='rows in the tokens table for the second pass')
@@ -164,20 +168,26 @@ def main() -> int:
                 engine.dispose()
                 print(f'seeding the tokens table to {args.tokens:,} rows ...', file=sys.stderr, flush=True)
                 rows = seed_tokens(database_url, client_pk, args.tokens)
-            for app_name, server in (('project', project), ('baseline', baseline)):
-                token = post_form(f'{server.url}/oauth/token', dict(
-                    grant_type='client_credentials', client_id=client_id, client_secret=secret))['access_token']
-                cases = [
-                    ('POST /oauth/token (form)', '/oauth/token', lua('POST', form_type, form)),
-                    ('POST /oauth/token (Basic)', '/oauth/token',
-                     lua('POST', {**form_type, 'Authorization': f'Basic {basic}'}, 'grant_type=client_credentials')),
-                    ('GET /api/me', '/api/me', lua('GET', {'Authorization': f'Bearer {token}'})),
-                ]
-                for endpoint, path, script in cases:
-                    figures = run_wrk(wrk, server.url + path, script, args, workdir)
-                    results.append({'phase': phase, 'app': app_name, 'endpoint': endpoint, **figures})
-                    print(f'{phase:5} {app_name:8} {endpoint:26} {figures["rps"]:8.0f} req/s', file=sys.stderr,
-                          flush=True)
+            servers = {'project': project, 'baseline': baseline}
+            tokens = {name: post_form(f'{server.url}/oauth/token', dict(
+                grant_type='client_credentials', client_id=client_id, client_secret=secret))['access_token']
+                for name, server in servers.items()}
+            token_form = lua('POST', form_type, form)
+            token_basic = lua('POST', {**form_type, 'Authorization': f'Basic {basic}'}, 'grant_type=client_credentials')
+            cases = [  # endpoint, path, the wrk script for each app
+                ('POST /oauth/token (form)', '/oauth/token', dict.fromkeys(servers, token_form)),
+                ('POST /oauth/token (Basic)', '/oauth/token', dict.fromkeys(servers, token_basic)),
+                ('GET /api/me', '/api/me', {name: lua('GET', {'Authorization': f'Bearer {token}'})
+                                            for name, token in tokens.items()}),
+            ]
+            for endpoint, path, scripts in cases:
+                for round_number in range(1, args.rounds + 1):
+                    for app_name, server in servers.items():
+                        figures = run_wrk(wrk, server.url + path, scripts[app_name], args, workdir)
+                        results.append({'phase': phase, 'app': app_name, 'endpoint': endpoint,
+                                        'round': round_number, **figures})
+                        print(f'{phase:5} {app_name:8} {endpoint:26} round {round_number}  '
+                              f'{figures["rps"]:8.0f} req/s', file=sys.stderr, flush=True)
             if phase == 'small':
                 import sqlalchemy as sa
                 engine = sa.create_engine(database_url)
@@ -189,7 +199,10 @@ def main() -> int:
         baseline.stop()
 
     def figure(phase, app_name, endpoint):
-        return next(r for r in results if (r['phase'], r['app'], r['endpoint']) == (phase, app_name, endpoint))
+        """The median round (by req/s) of one app on one endpoint."""
+        rounds = sorted((r for r in results if (r['phase'], r['app'], r['endpoint']) == (phase, app_name, endpoint)),
+                        key=lambda r: r['rps'])
+        return rounds[len(rounds) // 2]
 
     endpoints = ['POST /oauth/token (form)', 'POST /oauth/token (Basic)', 'GET /api/me']
     summary = []
@@ -211,13 +224,15 @@ def main() -> int:
                'database': database_url.split(':', 1)[0].split('+')[0]}
     report = {'date': datetime.now(UTC).isoformat(timespec='seconds'), 'machine': machine,
               'settings': {'gunicorn_workers': 2, 'wrk_threads': args.threads, 'connections': args.connections,
-                           'duration_s': args.duration, 'tokens_small': small_rows, 'tokens_large': rows},
+                           'duration_s': args.duration, 'rounds': args.rounds, 'tokens_small': small_rows,
+                           'tokens_large': rows},
               'summary': summary, 'runs': results}
     Path(args.output).write_text(json.dumps(report, indent=2) + '\n')
     errors = sum(r['errors'] for r in results)
 
     print(f'\n{machine["cpus"]} CPUs, Python {machine["python"]}, {machine["database"]}; gunicorn 2 workers, '
-          f'wrk {args.threads} threads x {args.connections} connections x {args.duration} s; '
+          f'wrk {args.threads} threads x {args.connections} connections x {args.duration} s, '
+          f'median of {args.rounds} alternating rounds; '
           f'{small_rows:,} then {rows:,} tokens stored')
     print(f'| endpoint | project req/s | p50 / p99 ms | baseline req/s | p50 / p99 ms | project / baseline '
           f'| at {rows:,} tokens: project / baseline | at {rows:,} / small table |')

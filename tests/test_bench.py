@@ -22,7 +22,7 @@ def test_the_benchmark_runs_and_reports(bench_database, tmp_path):
             pytest.fail('wrk is not installed and cannot be installed without root')
         pytest.skip('wrk is not installed (apt-get install wrk)')
     output = tmp_path / 'bench.json'
-    result = run_python('bench/run.py', '--duration', '1', '--connections', '4', '--tokens', '20000',
+    result = run_python('bench/run.py', '--duration', '1', '--rounds', '2', '--connections', '4', '--tokens', '20000',
                         '--output', str(output), env={'DATABASE_URL': bench_database}, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert '| GET /api/me |' in result.stdout
@@ -31,6 +31,6 @@ def test_the_benchmark_runs_and_reports(bench_database, tmp_path):
     assert settings['tokens_large'] >= 20_000 > settings['tokens_small']  # the second pass ran on a bigger table
     assert [row['endpoint'] for row in report['summary']] == [
         'POST /oauth/token (form)', 'POST /oauth/token (Basic)', 'GET /api/me']
-    assert len(report['runs']) == 12  # 3 endpoints x 2 apps x 2 table sizes
+    assert len(report['runs']) == 24  # 3 endpoints x 2 apps x 2 table sizes x 2 rounds
     assert all(run['rps'] > 0 and run['errors'] == 0 for run in report['runs'])
     assert report['machine']['database'] == bench_database.split(':')[0].split('+')[0]
