@@ -1,12 +1,48 @@
-"""When the database fails under a request: a JSON 503 the client can retry,
-never a 500, and service again as soon as the database is back."""
+"""How requests use the database: one pooled connection each, given back in
+the state the rest of the app expects; and when the database fails, a JSON
+503 the client can retry, never a 500, and service again as soon as it is back."""
 from contextlib import contextmanager
 
 import pytest
 import sqlalchemy as sa
 from conftest import DATABASE_URL, TOKEN_URL, bearer, count, token_form
 
-from models import Token, db
+from models import Client, Item, Token, db
+
+
+@pytest.fixture
+def checkouts():
+    """The number of connections the pool hands out while the test runs."""
+    counted = []
+
+    def count_checkout(*args):
+        counted.append(1)
+    sa.event.listen(db.engine, 'checkout', count_checkout)
+    yield counted
+    sa.event.remove(db.engine, 'checkout', count_checkout)
+
+
+def test_a_request_takes_one_connection_from_the_pool(http, credentials, token, checkouts):
+    # One checkout, so one pre-ping on a database server, however many
+    # statements the request runs (the token endpoint runs two).
+    assert http.post(TOKEN_URL, data=token_form(*credentials)).status_code == 200
+    assert len(checkouts) == 1
+    assert http.get('/api/me', headers=bearer(token)).status_code == 200
+    assert len(checkouts) == 2
+
+
+def test_connections_go_back_to_the_pool_ready_for_transactions(http, credentials, token):
+    # The hot statements run in autocommit on a database server; the
+    # connection must come back transactional, or a rollback would undo nothing.
+    owner = db.session.scalar(db.select(Client.id).filter_by(client_id=credentials[0]))
+    db.session.commit()
+    db.engine.dispose()  # a fresh pool: the requests and the session share its one connection
+    for _ in range(3):
+        assert http.get('/api/me', headers=bearer(token)).status_code == 200
+    db.session.add(Item(client_pk=owner, name='never stored'))
+    db.session.flush()
+    db.session.rollback()
+    assert count(Item) == 0
 
 
 @contextmanager
