@@ -1,6 +1,7 @@
 """How requests use the database: one pooled connection each, given back in
 the state the rest of the app expects; and when the database fails, a JSON
 503 the client can retry, never a 500, and service again as soon as it is back."""
+import threading
 from contextlib import contextmanager
 
 import pytest
@@ -88,3 +89,22 @@ def test_connections_the_server_dropped_are_replaced(http, credentials, token):
     assert killed >= 1
     assert http.get('/api/me', headers=bearer(token)).status_code == 200
     assert http.post(TOKEN_URL, data=token_form(*credentials)).status_code == 200
+
+
+@pytest.mark.skipif(not DATABASE_URL.startswith('sqlite'), reason='queues writers to a SQLite file')
+def test_token_writes_queue_on_the_sqlite_writers_lock(http, credentials):
+    # Another process (here: this test, through a file of its own) holding the
+    # writers' lock makes a token request wait for it, instead of polling
+    # SQLite's own lock with millisecond sleeps.
+    fcntl = pytest.importorskip('fcntl')
+    answers = []
+    with open(db.engine.url.database + '-writers', 'a') as other_writer:
+        fcntl.flock(other_writer, fcntl.LOCK_EX)
+        request = threading.Thread(target=lambda: answers.append(
+            http.post(TOKEN_URL, data=token_form(*credentials)).status_code))
+        request.start()
+        request.join(timeout=0.5)
+        assert request.is_alive() and answers == []  # waiting for its turn
+        fcntl.flock(other_writer, fcntl.LOCK_UN)
+        request.join(timeout=10)
+    assert answers == [200]
