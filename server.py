@@ -16,9 +16,9 @@ import json
 import logging
 import os
 import re
+import secrets
 import sys
 import time
-import uuid
 from functools import lru_cache, wraps
 from urllib.parse import unquote_plus
 
@@ -382,7 +382,7 @@ class ResponseHeaders:
     def __call__(self, environ, start_response):
         incoming = environ.get('HTTP_X_REQUEST_ID', '')
         request_id = environ['oauth.request_id'] = (
-            incoming if self.REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex)
+            incoming if self.REQUEST_ID.fullmatch(incoming) else secrets.token_hex(16))
 
         def start_with_headers(status, headers, exc_info=None):
             if not any(name.lower() == 'cache-control' for name, _ in headers):
