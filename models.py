@@ -462,10 +462,13 @@ class DriverStatement:
         cursor = None
         try:
             cursor = connection.cursor()
-            with sqlite_writers.turn(engine) if self.statement.is_dml else nullcontext():
-                cursor.execute(sql, arguments)
-                rows = cursor.fetchall()  # all: SQLite will not commit while a statement has rows left
-                connection.commit()  # nothing to do after a read, or in autocommit
+            try:
+                with sqlite_writers.turn(engine) if self.statement.is_dml else nullcontext():
+                    cursor.execute(sql, arguments)
+                    rows = cursor.fetchall()  # all: SQLite will not commit while a statement has rows left
+                    connection.commit()  # nothing to do after a read, or in autocommit
+            finally:
+                cursor.close()  # before the connection can go back to the pool
         except dialect.loaded_dbapi.Error as error:
             if dialect.is_disconnect(error, connection.dbapi_connection, cursor):
                 connection.invalidate(error)  # the pool replaces it, as SQLAlchemy's Connection would
@@ -473,9 +476,6 @@ class DriverStatement:
             # The same exception classes as everywhere else (DataError, OperationalError, ...).
             raise DBAPIError.instance(sql, arguments, error, dialect.loaded_dbapi.Error,
                                       hide_parameters=True, dialect=dialect) from error
-        finally:
-            if cursor is not None:
-                cursor.close()
         if not rows:
             return None
         row = list(rows[0])
