@@ -236,29 +236,36 @@ class ClientCredentialsProvider(OAuth2Provider):
         # Authorization header. Flask-OAuthlib copies every header, re-encodes
         # the Authorization header and rebuilds the URL as an IRI first: a
         # sixth of a protected request's time.
-        headers = {'Authorization': request.headers['Authorization']} if 'Authorization' in request.headers else {}
+        authorization = request.headers.get('Authorization')
+        headers = {} if authorization is None else {'Authorization': authorization}
         return request.full_path, request.method, request.form.to_dict(), headers
 
     def verify_request(self, scopes):
         return self.server.verify_request(*self.oauthlib_request(), scopes)
 
-    def token_handler(self, view):
+    def endpoint_handler(self, view, create_response):
+        """The view runs first (it may refuse the request); then oauthlib's
+        endpoint answers, given the request and whatever the view returned."""
         @wraps(view)
         def decorated(*args, **kwargs):
-            extra_credentials = view(*args, **kwargs) or {}
-            headers, body, status = self.server.create_token_response(*self.oauthlib_request(), extra_credentials)
+            extra = view(*args, **kwargs)
+            headers, body, status = create_response(self.oauthlib_request(), extra)
             return app.response_class(body, status, headers)
         return decorated
+
+    def token_handler(self, view):
+        return self.endpoint_handler(view, lambda oauthlib_request, extra_credentials:
+                                     self.server.create_token_response(*oauthlib_request, extra_credentials or {}))
+
+    def revoke_handler(self, view):
+        return self.endpoint_handler(view, lambda oauthlib_request, _:
+                                     self.server.create_revocation_response(*oauthlib_request))
 
     def introspect_handler(self, view):
         # The oauthlib server Flask-OAuthlib builds has the endpoint, driven by
         # the validator's introspect_token().
-        @wraps(view)
-        def decorated(*args, **kwargs):
-            view(*args, **kwargs)
-            headers, body, status = self.server.create_introspect_response(*self.oauthlib_request())
-            return app.response_class(body, status, headers)
-        return decorated
+        return self.endpoint_handler(view, lambda oauthlib_request, _:
+                                     self.server.create_introspect_response(*oauthlib_request))
 
 
 oauth = ClientCredentialsProvider(app, validator_class=ClientCredentialsValidator)
