@@ -131,7 +131,10 @@ def client_credentials() -> tuple[str | None, str | None]:
     are form-urlencoded (Appendix B) before base64. The fork only understands
     a pre-parsed header, which it no longer receives.
     """
-    basic = request.authorization  # parsed once per request by Werkzeug
+    try:
+        basic = request.authorization  # parsed once per request by Werkzeug
+    except ValueError:  # Werkzeug's base64 decoder refuses a non-ASCII value with a bare ValueError
+        raise errors.InvalidRequestError(description='Malformed Authorization header.') from None
     form_client_id, form_client_secret = request.form.get('client_id'), request.form.get('client_secret')
     if basic is None or basic.type != 'basic':
         return form_client_id, form_client_secret
@@ -236,6 +239,11 @@ class ClientCredentialsProvider(OAuth2Provider):
         # Authorization header. Flask-OAuthlib copies every header, re-encodes
         # the Authorization header and rebuilds the URL as an IRI first: a
         # sixth of a protected request's time.
+        if request.query_string:
+            try:  # oauthlib raises a bare ValueError on a query that is not urlencoded UTF-8
+                urldecode(request.query_string.decode('utf-8'))
+            except ValueError:
+                raise errors.InvalidRequestError(description='Malformed query string.') from None
         authorization = request.headers.get('Authorization')
         headers = {} if authorization is None else {'Authorization': authorization}
         return request.full_path, request.method, request.form.to_dict(), headers
@@ -413,20 +421,6 @@ def create_schema_on_first_request():
     if not _schema_ready and request.endpoint != 'healthz':
         create_schema()
         _schema_ready = True
-
-
-@app.before_request
-def reject_malformed_request():
-    # oauthlib raises a bare ValueError on a query string that is not
-    # urlencoded UTF-8, and Werkzeug on a Basic header that is not ASCII:
-    # both would be a 500 instead of the 400 they deserve.
-    try:
-        if request.query_string:
-            urldecode(request.query_string.decode('utf-8'))
-        if request.endpoint in CLIENT_AUTH_ENDPOINTS:  # where Basic credentials are read
-            _ = request.authorization  # parsed here, where its ValueError can become a 400
-    except ValueError:
-        raise errors.InvalidRequestError(description='Malformed query string or Authorization header.') from None
 
 
 @app.after_request

@@ -11,6 +11,7 @@ import os
 import string
 
 import pytest
+from conftest import basic_header
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -168,3 +169,21 @@ def test_hostile_requests(http, known, paths):
     def run(request):
         check(http, request)
     run()
+
+
+@pytest.mark.parametrize('path', OAUTH_PATHS[:3])
+def test_non_ascii_basic_credentials_are_a_json_400_on_every_client_endpoint(http, path):
+    # Werkzeug raises a bare ValueError on this header; it must not become a 500.
+    response = http.post(path, data={'grant_type': 'client_credentials', 'token': 'x'},
+                         headers={'Authorization': 'Basic é'})
+    assert response.status_code == 400
+    assert response.get_json()['error'] == 'invalid_request'
+    assert response.headers['Pragma'] == 'no-cache'
+
+
+@pytest.mark.parametrize('path', OAUTH_PATHS[:3])
+def test_a_query_that_is_not_utf8_is_a_json_400_on_every_client_endpoint(http, credentials, path):
+    response = http.post(path + '?a=\u00e9', data={'grant_type': 'client_credentials', 'token': 'x'},
+                         headers=basic_header(*credentials))
+    assert response.status_code == 400
+    assert response.get_json()['error'] == 'invalid_request'
