@@ -6,6 +6,11 @@ secret hash in constant time, store the new token's SHA-256, and for the API
 find the token by its hash with its client in one query and check expiry,
 revocation and the client's state. No error handling beyond a status code.
 
+On SQLite it sets the same pragmas as models.py except one: models.py turns
+off checkpoints inside commits because a thread of its own does them, and
+queues writers on a lock file. Those are the project's work, not settings;
+here SQLite does both its own way, as it does for any plain Flask app.
+
     DATABASE_URL=... gunicorn -w 2 --chdir bench baseline:app
 """
 import hashlib
@@ -22,7 +27,7 @@ engine = sa.create_engine(os.environ['DATABASE_URL'])
 
 if engine.dialect.name == 'sqlite':
     @sa.event.listens_for(engine, 'connect')
-    def sqlite_settings(connection, _):  # the same settings as models.py
+    def sqlite_settings(connection, _):  # as models.py (see above)
         for pragma in ('journal_mode=WAL', 'synchronous=NORMAL', 'busy_timeout=10000', 'foreign_keys=ON'):
             connection.execute(f'PRAGMA {pragma}')
 

@@ -1,7 +1,9 @@
 """How requests use the database: one pooled connection each, given back in
 the state the rest of the app expects; and when the database fails, a JSON
 503 the client can retry, never a 500, and service again as soon as it is back."""
+import os
 import threading
+import time
 from contextlib import contextmanager
 
 import pytest
@@ -108,3 +110,18 @@ def test_token_writes_queue_on_the_sqlite_writers_lock(http, credentials):
         fcntl.flock(other_writer, fcntl.LOCK_UN)
         request.join(timeout=10)
     assert answers == [200]
+
+
+@pytest.mark.skipif(not DATABASE_URL.startswith('sqlite'), reason='checkpoints a SQLite file')
+def test_the_sqlite_log_is_copied_back_by_a_thread_never_by_a_request(http, credentials):
+    # In WAL mode only a checkpoint writes to the database file itself.
+    with db.engine.connect() as connection:
+        assert connection.exec_driver_sql('PRAGMA wal_autocheckpoint').scalar_one() == 0
+    database_file = db.engine.url.database
+    written = os.stat(database_file).st_mtime_ns
+    for _ in range(300):  # about a thousand pages of log
+        assert http.post(TOKEN_URL, data=token_form(*credentials)).status_code == 200
+    deadline = time.monotonic() + 10
+    while os.stat(database_file).st_mtime_ns == written and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert os.stat(database_file).st_mtime_ns != written
