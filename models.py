@@ -126,9 +126,7 @@ class UTCDateTime(TypeDecorator):
 def _configure_sqlite(dbapi_connection, connection_record) -> None:
     """WAL lets readers and one writer work at once across processes; the busy
     timeout makes a second writer wait instead of failing with "database is
-    locked"; SQLite leaves foreign keys (and so ON DELETE CASCADE) off unless asked.
-    The log is copied back into a database file by a thread (SQLiteCheckpoints),
-    never in the middle of a request."""
+    locked"; SQLite leaves foreign keys (and so ON DELETE CASCADE) off unless asked."""
     if type(dbapi_connection).__module__.split(".")[0] not in ("sqlite3", "pysqlite2"):
         return
     cursor = dbapi_connection.cursor()
@@ -136,63 +134,8 @@ def _configure_sqlite(dbapi_connection, connection_record) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA foreign_keys=ON")
-    database_file = cursor.execute("PRAGMA database_list").fetchone()[2]  # "" in memory
-    if database_file:
-        cursor.execute("PRAGMA wal_autocheckpoint=0")
-        sqlite_checkpoints.run_for(database_file)
     cursor.close()
 
-
-class SQLiteCheckpoints:
-    """Each process copies the write-ahead log of its SQLite files back into
-    them (a checkpoint) in a thread of its own, once a second.
-
-    Left to itself, SQLite checkpoints in whichever commit takes the log past
-    1,000 pages: a few milliseconds and two fsyncs inside a token request,
-    with the writers' lock (SQLiteWriters) held, so every other writer waited
-    too. Under token load that left both cores idle 4% more of the time, and
-    the token endpoint 3% slower. A PASSIVE checkpoint never waits for readers
-    or writers; if it cannot finish (a reader still needs old pages), the next
-    one carries on. A process that ends within the second (a CLI command)
-    leaves its writes in the log for the next checkpoint; readers see them there.
-    """
-
-    INTERVAL = 1.0  # seconds: the log holds about this long of writes
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._running: set = set()  # (database file, process id)
-
-    def run_for(self, database_file: str) -> None:
-        # Threads do not survive a fork: a gunicorn worker starts its own.
-        key = (database_file, os.getpid())
-        with self._lock:
-            if key in self._running:
-                return
-            self._running.add(key)
-        threading.Thread(target=self._checkpoint_forever, args=(database_file,),
-                         name="sqlite-checkpoints", daemon=True).start()
-
-    def _checkpoint_forever(self, database_file: str) -> None:
-        log = logging.getLogger(__name__)
-        try:  # mode=rw: a file deleted meanwhile is not created again
-            connection = sqlite3.connect(f"file:{quote(database_file)}?mode=rw", uri=True)
-        except sqlite3.Error as error:
-            log.warning("SQLite checkpoints of %s cannot start: %s", database_file, error)
-            return
-        failing = False
-        while True:
-            time.sleep(self.INTERVAL)
-            try:
-                connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                failing = False
-            except sqlite3.Error as error:
-                if not failing:  # once per run of failures, not once a second
-                    log.warning("SQLite checkpoint of %s failed: %s", database_file, error)
-                failing = True
-
-
-sqlite_checkpoints = SQLiteCheckpoints()
 
 
 def create_schema(attempts: int = 5) -> None:
@@ -524,7 +467,7 @@ class DriverStatement:
         try:
             cursor = connection.cursor()
             try:
-                with sqlite_writers.turn(engine) if self.statement.is_dml else nullcontext():
+                with sqlite_writers.turn(engine, connection) if self.statement.is_dml else nullcontext():
                     cursor.execute(sql, arguments)
                     rows = cursor.fetchall()  # all: SQLite will not commit while a statement has rows left
                     connection.commit()  # nothing to do after a read, or in autocommit
@@ -546,7 +489,8 @@ class DriverStatement:
 
 
 class SQLiteWriters:
-    """Writers to one SQLite file take turns, across threads and processes.
+    """Writers to one SQLite file take turns, across threads and processes,
+    and a thread copies the write-ahead log back into the file.
 
     SQLite lets one connection write at a time. A writer that finds the lock
     taken polls it, sleeping 1, 2, 5, 10 ms... in between (its busy handler),
@@ -556,30 +500,74 @@ class SQLiteWriters:
     thread lock, since one process's threads share that file), the next writer
     starts the moment the lock is free. Only the token insert, the one write
     on the request hot path, queues here; other writes wait SQLite's way.
+
+    SQLite also copies the log back into the database (a checkpoint) in
+    whichever commit takes the log past 1,000 pages: a few milliseconds and
+    two fsyncs inside a token request, during its turn, so the other writers
+    waited too. Connections that take turns here leave that to a thread of
+    their process: once a second it copies what it can while writers go on
+    (PASSIVE), then takes a turn to copy the little written meanwhile and
+    have the log start over (RESTART). Without that turn the log never
+    starts over under steady writes: it grew by 38 MB a second.
     """
+
+    CHECKPOINT_INTERVAL = 1.0  # seconds: the log holds about a second of writes
 
     def __init__(self):
         self._thread_lock = threading.Lock()
         self._files: dict = {}  # (database file, process id) -> open lock file
 
     @contextmanager
-    def turn(self, engine):
+    def turn(self, engine, connection):
         database = engine.url.database
         if fcntl is None or engine.dialect.name != "sqlite" or not database or database.startswith((":", "file:")):
             yield  # not a plain SQLite file (or no POSIX locks): nothing to queue on
             return
+        if not connection.info.get("checkpoints_in_thread"):  # once per database connection
+            connection.cursor().execute("PRAGMA wal_autocheckpoint=0").close()
+            connection.info["checkpoints_in_thread"] = True
+        with self._queued(database):
+            yield
+
+    @contextmanager
+    def _queued(self, database: str):
         with self._thread_lock:
             # A file opened before a fork would be shared with the parent,
-            # and its lock with it: each process opens its own.
+            # and its lock with it; threads do not survive a fork at all:
+            # each process opens its own file and starts its own thread.
             key = (database, os.getpid())
             if key not in self._files:
                 self._files[key] = open(database + "-writers", "a")  # noqa: SIM115 - kept open for the process
+                threading.Thread(target=self._checkpoint_forever, args=(database,),
+                                 name="sqlite-checkpoints", daemon=True).start()
             lock_file = self._files[key]
             fcntl.flock(lock_file, fcntl.LOCK_EX)
             try:
                 yield
             finally:
                 fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+    def _checkpoint_forever(self, database: str) -> None:
+        log = logging.getLogger(__name__)
+        try:
+            # mode=rw: a database deleted meanwhile is not created again. A
+            # short busy timeout: RESTART waits for readers during a turn.
+            connection = sqlite3.connect(f"file:{quote(database)}?mode=rw", uri=True, timeout=0.05)
+        except sqlite3.Error as error:
+            log.warning("SQLite checkpoints of %s cannot start: %s", database, error)
+            return
+        failing = False
+        while True:
+            time.sleep(self.CHECKPOINT_INTERVAL)
+            try:
+                connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                with self._queued(database):
+                    connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+                failing = False
+            except sqlite3.Error as error:
+                if not failing:  # once per run of failures, not once a second
+                    log.warning("SQLite checkpoint of %s failed: %s", database, error)
+                failing = True
 
 
 sqlite_writers = SQLiteWriters()

@@ -6,10 +6,11 @@ secret hash in constant time, store the new token's SHA-256, and for the API
 find the token by its hash with its client in one query and check expiry,
 revocation and the client's state. No error handling beyond a status code.
 
-On SQLite it sets the same pragmas as models.py except one: models.py turns
-off checkpoints inside commits because a thread of its own does them, and
-queues writers on a lock file. Those are the project's work, not settings;
-here SQLite does both its own way, as it does for any plain Flask app.
+On SQLite it sets the same pragmas as models.py. For its token inserts
+models.py also queues writers on a lock file and checkpoints in a thread
+(turning SQLite's checkpoints inside commits off on those connections): that
+is the project's work, not a setting, so here SQLite does both its own way,
+as it does for any plain Flask app.
 
     DATABASE_URL=... gunicorn -w 2 --chdir bench baseline:app
 """

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 from conftest import DATABASE_URL, TOKEN_URL, bearer, count, token_form
 
-from models import Client, Item, Token, db
+from models import Client, Item, Token, db, sqlite_writers
 
 
 @pytest.fixture
@@ -112,16 +112,34 @@ def test_token_writes_queue_on_the_sqlite_writers_lock(http, credentials):
     assert answers == [200]
 
 
+
 @pytest.mark.skipif(not DATABASE_URL.startswith('sqlite'), reason='checkpoints a SQLite file')
-def test_the_sqlite_log_is_copied_back_by_a_thread_never_by_a_request(http, credentials):
-    # In WAL mode only a checkpoint writes to the database file itself.
-    with db.engine.connect() as connection:
-        assert connection.exec_driver_sql('PRAGMA wal_autocheckpoint').scalar_one() == 0
+def test_the_sqlite_log_reaches_the_database_and_starts_over_under_steady_writes(app, credentials, monkeypatch):
+    # A thread copies the write-ahead log into the database: nothing else
+    # writes the database file itself in WAL mode. Under steady writes the
+    # log must also start over, or it grows without end.
+    monkeypatch.setattr(sqlite_writers, 'CHECKPOINT_INTERVAL', 0.2)
     database_file = db.engine.url.database
+    with db.engine.connect() as connection:
+        connection.exec_driver_sql('PRAGMA wal_checkpoint(TRUNCATE)')  # an empty log to start from
     written = os.stat(database_file).st_mtime_ns
-    for _ in range(300):  # about a thousand pages of log
-        assert http.post(TOKEN_URL, data=token_form(*credentials)).status_code == 200
-    deadline = time.monotonic() + 10
-    while os.stat(database_file).st_mtime_ns == written and time.monotonic() < deadline:
-        time.sleep(0.1)
+    issued, largest_log, stop_at = [], 0, time.monotonic() + 3
+
+    def issue_tokens():
+        client = app.test_client()
+        while time.monotonic() < stop_at and len(issued) < 20_000:
+            assert client.post(TOKEN_URL, data=token_form(*credentials)).status_code == 200
+            issued.append(1)
+    writers = [threading.Thread(target=issue_tokens) for _ in range(3)]
+    for writer in writers:
+        writer.start()
+    while any(writer.is_alive() for writer in writers):
+        largest_log = max(largest_log, os.path.getsize(database_file + '-wal'))
+        time.sleep(0.05)
+    for writer in writers:
+        writer.join()
+    # Each token adds three pages or more to the log: a log that never
+    # started over would hold them all.
+    assert len(issued) > 100
+    assert largest_log < 0.5 * len(issued) * 3 * 4096
     assert os.stat(database_file).st_mtime_ns != written
