@@ -137,7 +137,6 @@ def _configure_sqlite(dbapi_connection, connection_record) -> None:
     cursor.close()
 
 
-
 def create_schema(attempts: int = 5) -> None:
     """Create the tables that do not exist yet.
 

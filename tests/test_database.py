@@ -112,7 +112,6 @@ def test_token_writes_queue_on_the_sqlite_writers_lock(http, credentials):
     assert answers == [200]
 
 
-
 @pytest.mark.skipif(not DATABASE_URL.startswith('sqlite'), reason='checkpoints a SQLite file')
 def test_the_sqlite_log_reaches_the_database_and_starts_over_under_steady_writes(app, credentials, monkeypatch):
     # A thread copies the write-ahead log into the database: nothing else
