@@ -9,41 +9,16 @@ only as a salted hash, an access token only as its SHA-256 digest.
 from __future__ import annotations
 
 import hashlib
-import logging
-import os
 import re
 import secrets
-import sqlite3
-import threading
-import time
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
-from typing import ClassVar
-from urllib.parse import quote
 
-from flask import g
-from flask_sqlalchemy import SQLAlchemy
-from limits.storage import Storage
-from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Integer, String, TypeDecorator, event, text
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, TypeDecorator
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
-try:
-    import fcntl  # POSIX file locks: SQLite writers queue across processes (SQLiteWriters)
-except ImportError:  # Windows: SQLite's own waiting stands
-    fcntl = None
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-# The session lives for one request: re-reading every object after each commit
-# (SQLAlchemy's default) only costs queries, two per token issued.
-db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
+from production.database import db, execute_one
 
 # Generated secrets carry 256 bits of entropy, so stretching them with a slow
 # password hash (scrypt, bcrypt) buys nothing against guessing and would cap
@@ -120,43 +95,6 @@ class UTCDateTime(TypeDecorator):
 
     def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
         return None if value is None else value.replace(tzinfo=UTC)
-
-
-@event.listens_for(Engine, "connect")
-def _configure_sqlite(dbapi_connection, connection_record) -> None:
-    """WAL lets readers and one writer work at once across processes; the busy
-    timeout makes a second writer wait instead of failing with "database is
-    locked"; SQLite leaves foreign keys (and so ON DELETE CASCADE) off unless asked."""
-    if type(dbapi_connection).__module__.split(".")[0] not in ("sqlite3", "pysqlite2"):
-        return
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
-
-
-def create_schema(attempts: int = 5) -> None:
-    """Create the tables that do not exist yet.
-
-    Several workers may start on an empty database at the same moment: on
-    PostgreSQL an advisory lock lets one create the tables while the others
-    wait; SQLite has no such lock, so a loser of the race tries again and then
-    finds the tables there.
-    """
-    engine = db.engine
-    for attempt in range(attempts):
-        try:
-            with engine.begin() as connection:
-                if engine.dialect.name == "postgresql":
-                    connection.exec_driver_sql("SELECT pg_advisory_xact_lock(70060749)")
-                db.metadata.create_all(connection)
-            return
-        except SQLAlchemyError:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.1 * (attempt + 1))
 
 
 class ClientRules:
@@ -334,19 +272,10 @@ class Token(TokenRules, db.Model):
     def issue(cls, client: ClientRules, access_token: str, scope: str, expires_in: int) -> int:
         """Store a new token (by its hash), commit, and return its id."""
         now = utcnow()
-        return _INSERT_TOKEN.first({
+        row = execute_one(_INSERT_TOKEN, {
             "access_token_hash": hash_token(access_token), "client_pk": client.id, "scope": scope,
-            "issued_at": now, "expires": now + timedelta(seconds=expires_in)})[0]
-
-    @classmethod
-    def find(cls, access_token: str | None) -> TokenView | None:
-        """The token and its client, as read on every API request."""
-        if not access_token:
-            return None
-        row = _TOKEN_VIEW.first({"hash": hash_token(access_token)})
-        if row is None:
-            return None
-        return TokenView(*row[:5], ClientView(*row[5:]))
+            "issued_at": now, "expires": now + timedelta(seconds=expires_in)}, write=True)
+        return row.id
 
     @classmethod
     def revoke_where(cls, condition) -> int:
@@ -389,8 +318,14 @@ class ClientView(ClientRules):
     def find(cls, client_id: str | None) -> ClientView | None:
         if not storable(client_id):
             return None
-        row = _CLIENT_VIEW.first({"client_id": client_id})
-        return None if row is None else cls(*row)
+        row = execute_one(_FIND_CLIENT, {"client_id": client_id})
+        return None if row is None else cls.from_row(row)
+
+    @classmethod
+    def from_row(cls, row, prefix: str = "") -> ClientView:
+        """Read by column name: `prefix` + each field's name."""
+        mapping = row._mapping
+        return cls(**{name: mapping[prefix + name] for name in CLIENT_FIELDS})
 
     @classmethod
     def authenticate(cls, client_id: str | None, client_secret: str | None) -> tuple[ClientView | None, str]:
@@ -422,207 +357,36 @@ class TokenView(TokenRules):
 
     user = None  # Flask-OAuthlib reads it
 
+    @classmethod
+    def find(cls, access_token: str | None) -> TokenView | None:
+        """The token and its client, as read on every API request: one query."""
+        if not access_token:
+            return None
+        row = execute_one(_FIND_TOKEN, {"access_token_hash": hash_token(access_token)})
+        if row is None:
+            return None
+        mapping = row._mapping
+        return cls(**{name: mapping[name] for name in TOKEN_FIELDS},
+                   client=ClientView.from_row(row, prefix="client."))
+
     @property
     def client_pk(self) -> int:
         return self.client.id
 
 
-class DriverStatement:
-    """A statement of the request hot path, run on the database driver's cursor.
-
-    SQLAlchemy still does everything but the execution: it writes the SQL
-    (compiled once per database), converts values both ways with the
-    columns' types, lends the pooled connection and names the errors. Its
-    Connection layer (execution context, result object, events) is skipped:
-    profiled, that layer was 27 µs of a 42 µs token lookup, a seventh of a
-    protected request, and twice that on the token endpoint.
-    """
-
-    def __init__(self, statement):
-        self.statement = statement
-        self._prepared: dict = {}  # per dialect: sql, parameter order, converters
-
-    def _prepare(self, dialect) -> tuple:
-        compiled = self.statement.compile(dialect=dialect)
-        convert_in = {name: bind.type.dialect_impl(dialect).bind_processor(dialect)
-                      for name, bind in compiled.binds.items()}
-        convert_out = [(index, column.type.dialect_impl(dialect).result_processor(dialect, None))
-                       for index, column in enumerate(self.statement.exported_columns)]
-        order = compiled.positiontup if compiled.positional else None  # "?" placeholders or named ones
-        prepared = (compiled.string, order, {name: f for name, f in convert_in.items() if f},
-                    [(index, f) for index, f in convert_out if f])
-        self._prepared[dialect] = prepared
-        return prepared
-
-    def first(self, params: dict) -> list | None:
-        """Run the statement, committed when it returns; its first row, converted, or None."""
-        engine = db.engine
-        dialect = engine.dialect
-        sql, order, convert_in, convert_out = self._prepared.get(dialect) or self._prepare(dialect)
-        values = {name: convert_in[name](value) if name in convert_in else value for name, value in params.items()}
-        arguments = values if order is None else tuple(values[name] for name in order)
-        connection = driver_connection(engine)
-        cursor = None
-        try:
-            cursor = connection.cursor()
-            try:
-                with sqlite_writers.turn(engine, connection) if self.statement.is_dml else nullcontext():
-                    cursor.execute(sql, arguments)
-                    rows = cursor.fetchall()  # all: SQLite will not commit while a statement has rows left
-                    connection.commit()  # nothing to do after a read, or in autocommit
-            finally:
-                cursor.close()  # before the connection can go back to the pool
-        except dialect.loaded_dbapi.Error as error:
-            if dialect.is_disconnect(error, connection.dbapi_connection, cursor):
-                connection.invalidate(error)  # the pool replaces it, as SQLAlchemy's Connection would
-            release_driver_connection()
-            # The same exception classes as everywhere else (DataError, OperationalError, ...).
-            raise DBAPIError.instance(sql, arguments, error, dialect.loaded_dbapi.Error,
-                                      hide_parameters=True, dialect=dialect) from error
-        if not rows:
-            return None
-        row = list(rows[0])
-        for index, convert in convert_out:
-            row[index] = convert(row[index])
-        return row
-
-
-class SQLiteWriters:
-    """Writers to one SQLite file take turns, across threads and processes,
-    and a thread copies the write-ahead log back into the file.
-
-    SQLite lets one connection write at a time. A writer that finds the lock
-    taken polls it, sleeping 1, 2, 5, 10 ms... in between (its busy handler),
-    while a token insert holds the lock for some 40 µs: with two gunicorn
-    workers issuing tokens, an eighth of the CPU sat idle in those sleeps.
-    Queued on an advisory lock on a file beside the database instead (and on a
-    thread lock, since one process's threads share that file), the next writer
-    starts the moment the lock is free. Only the token insert, the one write
-    on the request hot path, queues here; other writes wait SQLite's way.
-
-    SQLite also copies the log back into the database (a checkpoint) in
-    whichever commit takes the log past 1,000 pages: a few milliseconds and
-    two fsyncs inside a token request, during its turn, so the other writers
-    waited too. Connections that take turns here leave that to a thread of
-    their process: once a second it copies what it can while writers go on
-    (PASSIVE), then takes a turn to copy the little written meanwhile and
-    have the log start over (RESTART). Without that turn the log never
-    starts over under steady writes: it grew by 38 MB a second.
-    """
-
-    CHECKPOINT_INTERVAL = 1.0  # seconds: the log holds about a second of writes
-
-    def __init__(self):
-        self._thread_lock = threading.Lock()
-        self._files: dict = {}  # (database file, process id) -> open lock file
-
-    @contextmanager
-    def turn(self, engine, connection):
-        database = engine.url.database
-        if fcntl is None or engine.dialect.name != "sqlite" or not database or database.startswith((":", "file:")):
-            yield  # not a plain SQLite file (or no POSIX locks): nothing to queue on
-            return
-        if not connection.info.get("checkpoints_in_thread"):  # once per database connection
-            connection.cursor().execute("PRAGMA wal_autocheckpoint=0").close()
-            connection.info["checkpoints_in_thread"] = True
-        with self._queued(database):
-            yield
-
-    @contextmanager
-    def _queued(self, database: str):
-        with self._thread_lock:
-            # A file opened before a fork would be shared with the parent,
-            # and its lock with it; threads do not survive a fork at all:
-            # each process opens its own file and starts its own thread.
-            key = (database, os.getpid())
-            if key not in self._files:
-                self._files[key] = open(database + "-writers", "a")  # noqa: SIM115 - kept open for the process
-                threading.Thread(target=self._checkpoint_forever, args=(database,),
-                                 name="sqlite-checkpoints", daemon=True).start()
-            lock_file = self._files[key]
-            fcntl.flock(lock_file, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock_file, fcntl.LOCK_UN)
-
-    def _checkpoint_forever(self, database: str) -> None:
-        log = logging.getLogger(__name__)
-        try:
-            # mode=rw: a database deleted meanwhile is not created again. A
-            # short busy timeout: RESTART waits for readers during a turn.
-            connection = sqlite3.connect(f"file:{quote(database)}?mode=rw", uri=True, timeout=0.05)
-        except sqlite3.Error as error:
-            log.warning("SQLite checkpoints of %s cannot start: %s", database, error)
-            return
-        failing = False
-        while True:
-            time.sleep(self.CHECKPOINT_INTERVAL)
-            try:
-                connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                with self._queued(database):
-                    connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
-                failing = False
-            except sqlite3.Error as error:
-                if not failing:  # once per run of failures, not once a second
-                    log.warning("SQLite checkpoint of %s failed: %s", database, error)
-                failing = True
-
-
-sqlite_writers = SQLiteWriters()
-
-
-def driver_connection(engine):
-    """The pooled connection that runs this request's DriverStatements: one
-    checkout (and, on a database server, one pre-ping) per request, however
-    many statements it runs. init_app() has it returned to the pool when the request ends."""
-    connection = g.get("driver_connection")
-    if connection is None:
-        connection = g.driver_connection = engine.raw_connection()
-        if _autocommit(engine.dialect):
-            engine.dialect.set_isolation_level(connection.dbapi_connection, "AUTOCOMMIT")
-    return connection
-
-
-def _autocommit(dialect) -> bool:
-    # Each statement is a transaction of its own. On a database server,
-    # autocommit spares the round trips of BEGIN and COMMIT (or ROLLBACK);
-    # SQLite has no round trips, and changing its isolation level makes it
-    # prepare every statement again.
-    return dialect.name != "sqlite"
-
-
-def release_driver_connection(error: BaseException | None = None) -> None:
-    connection = g.pop("driver_connection", None)
-    if connection is None:
-        return
-    dialect = db.engine.dialect
-    if connection.dbapi_connection is not None and _autocommit(dialect):  # not invalidated
-        dialect.reset_isolation_level(connection.dbapi_connection)
-    connection.close()  # back to the pool
-
-
-def init_app(app) -> None:
-    """Bind the database to the app: Flask-SQLAlchemy's session, and the
-    driver connection, given back when a request or command ends."""
-    db.init_app(app)
-    app.teardown_request(release_driver_connection)
-    app.teardown_appcontext(release_driver_connection)  # a command, or a context without a request
-
-
-# The statements of every request, built once.
-_CLIENT_COLUMNS = (Client.id, Client.client_id, Client.name, Client.scope, Client.grant_types,
-                   Client.token_lifetime, Client.disabled, Client.secret_hash, Client.previous_secret_hash,
-                   Client.previous_secret_expires)  # in ClientView's field order
-_CLIENT_VIEW = DriverStatement(db.select(*_CLIENT_COLUMNS).where(Client.client_id == db.bindparam("client_id")))
-_TOKEN_VIEW = DriverStatement(
-    db.select(Token.id, Token.scope, Token.issued_at, Token.expires, Token.revoked_at, *_CLIENT_COLUMNS)
+# The hot statements, derived from the read models' fields so that the
+# columns a statement selects and the fields they fill cannot drift apart.
+# SQLAlchemy compiles each once and caches it.
+CLIENT_FIELDS = tuple(field.name for field in fields(ClientView))
+TOKEN_FIELDS = tuple(field.name for field in fields(TokenView) if field.name != "client")
+_FIND_CLIENT = db.select(*(getattr(Client, name) for name in CLIENT_FIELDS)).where(
+    Client.client_id == db.bindparam("client_id"))
+_FIND_TOKEN = (
+    db.select(*(getattr(Token, name) for name in TOKEN_FIELDS),
+              *(getattr(Client, name).label(f"client.{name}") for name in CLIENT_FIELDS))
     .join(Client, Client.id == Token.client_pk)
-    .where(Token.access_token_hash == db.bindparam("hash")))
-_INSERT_TOKEN = DriverStatement(
-    db.insert(Token).values({name: db.bindparam(name) for name in
-                             ("access_token_hash", "client_pk", "scope", "issued_at", "expires")})
-    .returning(Token.id))
+    .where(Token.access_token_hash == db.bindparam("access_token_hash")))
+_INSERT_TOKEN = db.insert(Token).returning(Token.id)
 
 
 class Item(db.Model):
@@ -646,78 +410,3 @@ class Item(db.Model):
 
     def to_dict(self) -> dict:
         return {"id": self.id, "name": self.name, "created_at": self.created_at.isoformat()}
-
-
-class RateLimitCounter(db.Model):
-    """One fixed-window counter of the rate limiter (see DatabaseStorage)."""
-
-    __tablename__ = "rate_limits"
-
-    name: Mapped[str] = mapped_column(String(255), primary_key=True)
-    count: Mapped[int] = mapped_column(Integer)
-    expires_at: Mapped[float] = mapped_column(Float)  # Unix time
-
-    @classmethod
-    def purge(cls) -> int:
-        result = db.session.execute(db.delete(cls).where(cls.expires_at <= time.time()))
-        db.session.commit()
-        return result.rowcount
-
-
-# One statement, so that concurrent workers never lose a count. SQLite (3.35+)
-# and PostgreSQL share this upsert syntax.
-_INCREMENT = text(
-    "INSERT INTO rate_limits (name, count, expires_at) VALUES (:name, :amount, :expires_at) "
-    "ON CONFLICT (name) DO UPDATE SET "
-    "count = CASE WHEN rate_limits.expires_at <= :now THEN :amount ELSE rate_limits.count + :amount END, "
-    "expires_at = CASE WHEN rate_limits.expires_at <= :now THEN :expires_at ELSE rate_limits.expires_at END "
-    "RETURNING count")
-
-
-class DatabaseStorage(Storage):
-    """Rate-limit counters in this app's own database: RATELIMIT_STORAGE_URI="database://".
-
-    The `limits` library behind Flask-Limiter ships Redis, Memcached and
-    MongoDB storages but none for SQL. With this one, every gunicorn worker
-    and every app server sharing the database shares the counters, with no
-    extra service to run. It supports the fixed-window strategy (the default).
-    Each call runs in its own short transaction, apart from the request's.
-    """
-
-    STORAGE_SCHEME: ClassVar[list[str]] = ["database"]
-
-    @property
-    def base_exceptions(self) -> type[Exception]:
-        return SQLAlchemyError
-
-    def incr(self, key: str, expiry: int, amount: int = 1) -> int:
-        now = time.time()
-        with db.engine.begin() as connection:
-            return connection.execute(_INCREMENT, {"name": key, "amount": amount, "now": now,
-                                                   "expires_at": now + expiry}).scalar_one()
-
-    def _row(self, key: str) -> RateLimitCounter | None:
-        with db.engine.connect() as connection:
-            return connection.execute(db.select(RateLimitCounter.count, RateLimitCounter.expires_at).where(
-                RateLimitCounter.name == key, RateLimitCounter.expires_at > time.time())).first()
-
-    def get(self, key: str) -> int:
-        row = self._row(key)
-        return row.count if row else 0
-
-    def get_expiry(self, key: str) -> float:
-        row = self._row(key)
-        return row.expires_at if row else time.time()
-
-    def check(self) -> bool:
-        with db.engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
-        return True
-
-    def reset(self) -> int:
-        with db.engine.begin() as connection:
-            return connection.execute(db.delete(RateLimitCounter)).rowcount
-
-    def clear(self, key: str) -> None:
-        with db.engine.begin() as connection:
-            connection.execute(db.delete(RateLimitCounter).where(RateLimitCounter.name == key))

@@ -5,8 +5,10 @@ database (the CI run points it at a throwaway PostgreSQL). DATABASE_URL is
 deliberately ignored: the suite empties every table between tests.
 """
 import base64
+import json
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +19,7 @@ from pathlib import Path
 from urllib.parse import quote_plus
 
 import pytest
+import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 _TMP = tempfile.mkdtemp(prefix='oauth-tests-')
@@ -25,7 +28,8 @@ os.environ['DATABASE_URL'] = DATABASE_URL  # read by server.py at import
 sys.path.insert(0, str(ROOT))
 
 import server  # noqa: E402
-from models import Client, Token, create_schema, db  # noqa: E402
+from models import Client, Token, db  # noqa: E402
+from production.database import upgrade_schema  # noqa: E402
 
 TOKEN_URL = '/oauth/token'
 
@@ -37,7 +41,7 @@ def pytest_report_header(config):
 @pytest.fixture(scope='session')
 def app():
     with server.app.app_context():
-        create_schema()
+        upgrade_schema()
     return server.app
 
 
@@ -185,18 +189,88 @@ def run_python(*args, env=None, timeout=60, **kwargs):
                           capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
-@pytest.fixture(scope='session')
-def postgres():
-    """A throwaway PostgreSQL server for tests that need their own databases.
-    Without PostgreSQL those tests skip, except under CI=true, where they fail."""
+def start_postgres():
+    """A throwaway PostgreSQL server; without PostgreSQL the test skips,
+    except under CI=true, where it fails."""
     from pgserver import PostgresUnavailable, ThrowawayPostgres
-    server = ThrowawayPostgres()
+    throwaway = ThrowawayPostgres()
     try:
-        server.start()
+        return throwaway.start()
     except PostgresUnavailable as error:
-        server.stop()
+        throwaway.stop()
         if os.environ.get('CI') == 'true':
             pytest.fail(f'PostgreSQL did not start: {error}')
         pytest.skip(f'PostgreSQL not available: {error}')
-    yield server
-    server.stop()
+
+
+@pytest.fixture(scope='session')
+def postgres():
+    """A throwaway PostgreSQL server for tests that need their own databases."""
+    throwaway = start_postgres()
+    yield throwaway
+    throwaway.stop()
+
+
+@pytest.fixture
+def start_gunicorn(tmp_path):
+    """start_gunicorn(database_url, workers=2, wait_for_health=True, **env) -> a
+    running Gunicorn; every server started is killed when the test ends."""
+    started = []
+
+    def start(database_url, workers=2, wait_for_health=True, **env):
+        gunicorn = Gunicorn(database_url, tmp_path / 'gunicorn.log', workers, env)
+        started.append(gunicorn)
+        return gunicorn.start(wait_for_health)
+    yield start
+    for gunicorn in started:
+        gunicorn.kill()
+
+
+def create_client(database_url, scope='read write'):
+    """`flask --app server create-client` on that database: (client_id, client_secret)."""
+    result = run_python('-m', 'flask', '--app', 'server', 'create-client', 'load', '--scope', scope,
+                        '--json', env={'DATABASE_URL': database_url})
+    assert result.returncode == 0, result.stderr
+    created = json.loads(result.stdout)
+    return created['client_id'], created['client_secret']
+
+
+class Gunicorn:
+    """`gunicorn -w N server:app` in its own process group, on a free loopback port."""
+
+    def __init__(self, database_url, log_path, workers=2, env=None):
+        self.database_url, self.log_path, self.workers = database_url, log_path, workers
+        self.env = env or {}
+        self.process = None
+
+    def start(self, wait_for_health=True):
+        self.port = free_port()
+        self.url = f'http://127.0.0.1:{self.port}'
+        with open(self.log_path, 'a') as log:
+            self.process = subprocess.Popen(
+                [sys.executable, '-m', 'gunicorn', '-w', str(self.workers), '-b', f'127.0.0.1:{self.port}',
+                 '--graceful-timeout', '5', 'server:app'],
+                cwd=ROOT, env={**os.environ, 'DATABASE_URL': self.database_url, **self.env},
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log_path.read_text()
+            try:
+                answer = requests.get(f'{self.url}/healthz', timeout=2)
+                if answer.status_code == 200 or not wait_for_health:
+                    return self
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f'gunicorn did not become healthy: {self.log_path.read_text()}')
+
+    def signal(self, number):
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, number)
+            self.process.wait(timeout=30)
+
+    def stop(self):
+        self.signal(signal.SIGTERM)
+
+    def kill(self):
+        self.signal(signal.SIGKILL)

@@ -51,7 +51,8 @@ class ThrowawayPostgres:
                                       f' failed: {last[-1] if last else result.returncode}')
 
     def start(self) -> ThrowawayPostgres:
-        initdb, pg_ctl = find_binary('initdb'), find_binary('pg_ctl')
+        initdb = find_binary('initdb')
+        find_binary('pg_ctl')  # needed by resume(): missing, it is better said now
         self.directory = tempfile.mkdtemp(prefix='oauth-pg-')
         if os.geteuid() == 0:
             try:
@@ -64,10 +65,19 @@ class ThrowawayPostgres:
             sock.bind(('127.0.0.1', 0))
             self.port = sock.getsockname()[1]
         self._run(initdb, '-D', data, '-U', 'postgres', '-A', 'trust', '-E', 'UTF8', '--no-sync')
+        self.resume()
+        return self
+
+    def resume(self) -> None:
+        """Start the server (again, after pause()), on the same port and data."""
         # fsync off: a test server's data need not survive the machine.
         options = f'-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off'
-        self._run(pg_ctl, '-D', data, '-l', os.path.join(self.directory, 'log'), '-o', options, '-w', 'start')
-        return self
+        self._run(find_binary('pg_ctl'), '-D', os.path.join(self.directory, 'data'),
+                  '-l', os.path.join(self.directory, 'log'), '-o', options, '-w', 'start')
+
+    def pause(self) -> None:
+        """Stop the server as an outage would (connections cut), keeping its data."""
+        self._run(find_binary('pg_ctl'), '-D', os.path.join(self.directory, 'data'), '-m', 'immediate', '-w', 'stop')
 
     def url(self, database: str = 'postgres') -> str:
         return f'postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}'
@@ -83,7 +93,7 @@ class ThrowawayPostgres:
         if self.directory is None:
             return
         with contextlib.suppress(PostgresUnavailable):
-            self._run(find_binary('pg_ctl'), '-D', os.path.join(self.directory, 'data'), '-m', 'immediate', 'stop')
+            self.pause()
         shutil.rmtree(self.directory, ignore_errors=True)
         self.directory = None
 

@@ -10,7 +10,8 @@ import pytest
 import sqlalchemy as sa
 from conftest import DATABASE_URL, TOKEN_URL, bearer, count, token_form
 
-from models import Client, Item, Token, db, sqlite_writers
+from models import Client, Item, Token, db
+from production.sqlite import sqlite_writers
 
 
 @pytest.fixture
@@ -32,6 +33,24 @@ def test_a_request_takes_one_connection_from_the_pool(http, credentials, token, 
     assert len(checkouts) == 1
     assert http.get('/api/me', headers=bearer(token)).status_code == 200
     assert len(checkouts) == 2
+
+
+def test_engine_events_see_the_token_insert_and_lookup(http, credentials):
+    # The hot statements run through SQLAlchemy's Connection, so echo,
+    # tracing and query recording see them like any other statement.
+    statements = []
+
+    def record(connection, cursor, statement, parameters, context, executemany):
+        statements.append(' '.join(statement.split()).lower())
+    sa.event.listen(db.engine, 'before_cursor_execute', record)
+    try:
+        access_token = http.post(TOKEN_URL, data=token_form(*credentials)).get_json()['access_token']
+        assert http.get('/api/me', headers=bearer(access_token)).status_code == 200
+    finally:
+        sa.event.remove(db.engine, 'before_cursor_execute', record)
+    assert sum(s.startswith('insert into tokens') for s in statements) == 1
+    assert sum(s.startswith('select') and 'from tokens join clients' in s for s in statements) == 1
+    assert sum(s.startswith('select') and 'from clients where clients.client_id' in s for s in statements) == 1
 
 
 def test_connections_go_back_to_the_pool_ready_for_transactions(http, credentials, token):

@@ -5,11 +5,7 @@ bounded in count and in time.
 """
 import hashlib
 import json
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -17,7 +13,7 @@ import uuid
 import pytest
 import requests
 import sqlalchemy as sa
-from conftest import ROOT, bearer, free_port, run_python, token_form
+from conftest import bearer, create_client, free_port, token_form
 
 
 def empty_database(request, tmp_path, kind):
@@ -32,66 +28,11 @@ def database_url(request, tmp_path):
     return empty_database(request, tmp_path, request.param)
 
 
-class Gunicorn:
-    """`gunicorn -w N server:app` in its own process group, on a free loopback port."""
-
-    def __init__(self, database_url, log_path, workers=2, env=None):
-        self.database_url, self.log_path, self.workers = database_url, log_path, workers
-        self.env = env or {}
-        self.process = None
-
-    def start(self, wait_for_health=True):
-        self.port = free_port()
-        self.url = f'http://127.0.0.1:{self.port}'
-        with open(self.log_path, 'a') as log:
-            self.process = subprocess.Popen(
-                [sys.executable, '-m', 'gunicorn', '-w', str(self.workers), '-b', f'127.0.0.1:{self.port}',
-                 '--graceful-timeout', '5', 'server:app'],
-                cwd=ROOT, env={**os.environ, 'DATABASE_URL': self.database_url, **self.env},
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log_path.read_text()
-            try:
-                answer = requests.get(f'{self.url}/healthz', timeout=2)
-                if answer.status_code == 200 or not wait_for_health:
-                    return self
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f'gunicorn did not become healthy: {self.log_path.read_text()}')
-
-    def signal(self, number):
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, number)
-            self.process.wait(timeout=30)
-
-    def stop(self):
-        self.signal(signal.SIGTERM)
-
-    def kill(self):
-        self.signal(signal.SIGKILL)
-
-
 @pytest.fixture
-def gunicorn(database_url, tmp_path):
-    started = []
-
+def gunicorn(database_url, start_gunicorn):
     def start(workers=2, url=None, wait_for_health=True, **env):
-        server = Gunicorn(url or database_url, tmp_path / 'gunicorn.log', workers, env)
-        started.append(server)
-        return server.start(wait_for_health)
-    yield start
-    for server in started:
-        server.kill()
-
-
-def create_client(database_url, scope='read write'):
-    result = run_python('-m', 'flask', '--app', 'server', 'create-client', 'load', '--scope', scope,
-                        '--json', env={'DATABASE_URL': database_url})
-    assert result.returncode == 0, result.stderr
-    created = json.loads(result.stdout)
-    return created['client_id'], created['client_secret']
+        return start_gunicorn(url or database_url, workers, wait_for_health, **env)
+    return start
 
 
 def table_count(database_url, table):

@@ -1,0 +1,15 @@
+"""What a real deployment adds to the tutorial's server, one concern a module.
+
+server.py joins each of them with one line; read it first.
+
+    settings     defaults, then FLASK_* and DATABASE_URL from the environment
+    database     Flask-SQLAlchemy's `db`, a connection per request, migrations
+    sqlite       SQLite's settings, its writers' queue and log checkpoints
+    validator    Flask-OAuthlib's request validator, corrected to the RFCs
+    provider     Flask-OAuthlib's OAuth2Provider, corrected and extended
+    bruteforce   limits on failed client authentication (RFC 6749 §2.3.1)
+    audit        one JSON line per security event
+    headers      request ids, security headers, trusted proxies
+    errors       every error as JSON with its RFC error code
+    cli          flask --app server create-client, list-clients, ...
+"""

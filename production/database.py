@@ -1,0 +1,129 @@
+"""The database: Flask-SQLAlchemy's `db`, one connection per request for the
+statements every request runs, and the schema's migrations.
+
+The shape follows Flask's tutorial (flaskr/db.py): `get_connection()` opens
+this request's connection on first use and keeps it on `g`;
+`close_connection()` gives it back when the request ends; `init_app(app)`
+wires both. The models run their hot statements through `execute_one()`.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager, nullcontext
+from functools import lru_cache
+from pathlib import Path
+
+import flask_migrate
+from flask import g, request
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import text
+from sqlalchemy.engine import Connection, Engine, Row
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase
+
+from production.sqlite import sqlite_writers
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+# The session lives for one request: re-reading every object after each commit
+# (SQLAlchemy's default) only costs queries.
+db = SQLAlchemy(model_class=Base, session_options={'expire_on_commit': False})
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / 'migrations'
+# render_as_batch: SQLite cannot ALTER most things; Alembic's batch mode copies the table instead.
+migrate = flask_migrate.Migrate(directory=str(MIGRATIONS), render_as_batch=True, compare_type=True)
+
+
+def init_app(app) -> None:
+    db.init_app(app)
+    migrate.init_app(app, db)
+    app.teardown_request(close_connection)
+    app.teardown_appcontext(close_connection)  # a command, or a context without a request
+    app.before_request(upgrade_schema_on_first_request)
+
+
+@lru_cache(maxsize=8)
+def request_engine(engine: Engine) -> Engine:
+    """The engine the hot statements use. On a database server each runs in
+    autocommit, a transaction of its own, which spares the round trips of
+    BEGIN and COMMIT; SQLite has no round trips to spare."""
+    if engine.dialect.name == 'sqlite':
+        return engine
+    return engine.execution_options(isolation_level='AUTOCOMMIT')
+
+
+def get_connection() -> Connection:
+    """This request's connection: one pool checkout (and, on a database
+    server, one pre-ping) however many hot statements the request runs."""
+    if 'db_connection' not in g:
+        g.db_connection = request_engine(db.engine).connect()
+    return g.db_connection
+
+
+def close_connection(error: BaseException | None = None) -> None:
+    connection = g.pop('db_connection', None)
+    if connection is not None:
+        connection.close()  # back to the pool
+
+
+def execute_one(statement, params: dict, *, write: bool = False) -> Row | None:
+    """Run one statement as a transaction of its own; its first row, or None.
+    A write to SQLite takes its turn among the writers (production/sqlite.py)."""
+    connection = get_connection()
+    try:
+        with sqlite_writers.turn(connection) if write else nullcontext():
+            row = connection.execute(statement, params).first()
+            connection.commit()
+    except SQLAlchemyError:
+        connection.rollback()
+        raise
+    return row
+
+
+def database_error_line(error: SQLAlchemyError) -> str:
+    """The database's own words, one line: for logs and the command line."""
+    return str(getattr(error, 'orig', None) or error).strip().splitlines()[0]
+
+
+# --- Migrations (Flask-Migrate, which runs Alembic) -----------------------
+
+SCHEMA_LOCK = 70060749  # PostgreSQL advisory lock id: any number, the same in every process
+
+
+@contextmanager
+def schema_lock(engine: Engine):
+    """One process at a time changes the schema: several gunicorn workers
+    (or app servers) may start on an empty database at the same moment."""
+    if engine.dialect.name != 'postgresql':
+        with sqlite_writers.exclusive(engine):
+            yield
+        return
+    with engine.connect() as connection:
+        connection.execute(text('SELECT pg_advisory_lock(:id)'), {'id': SCHEMA_LOCK})
+        try:
+            yield
+        finally:
+            connection.execute(text('SELECT pg_advisory_unlock(:id)'), {'id': SCHEMA_LOCK})
+            connection.commit()
+
+
+def upgrade_schema() -> None:
+    """Bring the schema to the newest migration; on an empty database, create it.
+    Needs an app context. `flask --app server db upgrade` does the same."""
+    with schema_lock(db.engine):
+        flask_migrate.upgrade()
+
+
+_schema_ready = False
+
+
+def upgrade_schema_on_first_request() -> None:
+    """gunicorn never runs `python server.py`: its workers upgrade the schema
+    before their first request (a no-op once it is up to date)."""
+    global _schema_ready
+    # A health probe only asks whether the database answers.
+    if not _schema_ready and request.endpoint != 'healthz':
+        upgrade_schema()
+        _schema_ready = True

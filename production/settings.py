@@ -1,0 +1,41 @@
+"""Settings: the defaults below, then the environment.
+
+Every key can be overridden as FLASK_<KEY> (the value is parsed as JSON, so
+FLASK_RATELIMIT_ENABLED=false is False), and DATABASE_URL names the database.
+"""
+import os
+
+from models import random_credential
+
+DEFAULTS = {
+    # Relative SQLite paths live in Flask's instance folder.
+    'SQLALCHEMY_DATABASE_URI': 'sqlite:///oauth.sqlite',
+    # 256 random bits; oauthlib's default draws 30 characters, a system call each.
+    'OAUTH2_PROVIDER_TOKEN_GENERATOR': lambda request: random_credential(32),
+    # `introspect` lets a resource server introspect any client's tokens.
+    'OAUTH2_SCOPES_SUPPORTED': ['read', 'write', 'introspect'],
+    'OAUTH2_REALM': 'client-credentials',
+    'OAUTH2_ISSUER': None,  # public base URL, e.g. https://auth.example.com; default: from the request
+    'MAX_CONTENT_LENGTH': 64 * 1024,
+    # RFC 6749 §2.3.1: the token endpoint MUST resist brute force. Failed
+    # client authentications are counted per address and per client id.
+    'AUTH_FAILURES_PER_ADDRESS': '10 per minute',
+    'AUTH_FAILURES_PER_CLIENT': '30 per minute',
+    'RATELIMIT_ENABLED': True,
+    'RATELIMIT_STORAGE_URI': 'memory://',  # one process; "database://" or "redis://host" for several
+    'TRUSTED_PROXIES': 0,  # reverse proxies in front whose X-Forwarded-* headers are believed
+    'AUDIT_LOG_FILE': None,  # JSON lines; None means standard error
+}
+
+
+def configure(app) -> None:
+    """The defaults, then whatever the environment overrides."""
+    app.config.update(DEFAULTS)
+    app.config.from_prefixed_env()
+    if os.environ.get('DATABASE_URL'):
+        app.config['SQLALCHEMY_DATABASE_URI'] = os.environ['DATABASE_URL']
+    if not app.config['SQLALCHEMY_DATABASE_URI'].startswith('sqlite'):
+        # Test each pooled connection before use, so the app survives a database
+        # server restart. SQLite has no server to lose: the test would be wasted.
+        app.config.setdefault('SQLALCHEMY_ENGINE_OPTIONS', {}).setdefault('pool_pre_ping', True)
+    app.json.sort_keys = False  # JSON answers keep the order the RFCs list their fields in

@@ -1,0 +1,153 @@
+"""SQLite as a server's database: its settings, a queue for its writers, and
+a thread that copies its write-ahead log back into the database file.
+
+Nothing here runs for PostgreSQL. On systems without POSIX file locks
+(Windows) writers and checkpoints are left to SQLite's defaults.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager, nullcontext
+from urllib.parse import quote
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
+log = logging.getLogger(__name__)
+
+# The write-ahead log is cut back to this size each time it starts over, so
+# that one long reader (which keeps it from starting over) cannot leave a
+# file of hundreds of megabytes behind for good.
+JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
+
+
+@event.listens_for(Engine, 'connect')
+def configure_connection(dbapi_connection, connection_record) -> None:
+    """WAL lets readers and one writer work at once across processes; the busy
+    timeout makes a second writer wait instead of failing with "database is
+    locked"; SQLite leaves foreign keys (and so ON DELETE CASCADE) off unless asked."""
+    if not isinstance(dbapi_connection, sqlite3.Connection):
+        return
+    for pragma in ('journal_mode=WAL', 'synchronous=NORMAL', 'busy_timeout=10000', 'foreign_keys=ON',
+                   f'journal_size_limit={JOURNAL_SIZE_LIMIT}'):
+        dbapi_connection.execute(f'PRAGMA {pragma}').close()
+
+
+def database_file(engine: Engine) -> str | None:
+    """The path of a SQLite database file, or None (another database, or in memory)."""
+    database = engine.url.database
+    if engine.dialect.name != 'sqlite' or not database or database.startswith((':', 'file:')):
+        return None
+    return database
+
+
+class SQLiteWriters:
+    """Writers to one SQLite file take turns, across threads and processes,
+    and a thread copies the write-ahead log back into the file.
+
+    SQLite lets one connection write at a time. A writer that finds the lock
+    taken polls it, sleeping 1, 2, 5, 10 ms... in between (its busy handler),
+    while a token insert holds the lock for some 40 µs: with two gunicorn
+    workers issuing tokens, an eighth of the CPU sat idle in those sleeps.
+    Queued on an advisory lock on a file beside the database instead (and on a
+    thread lock, since one process's threads share that file), the next writer
+    starts the moment the lock is free. Only the token insert, the one write
+    on the request hot path, queues here; other writes wait SQLite's way.
+
+    SQLite also copies the log back into the database (a checkpoint) in
+    whichever commit takes the log past 1,000 pages: a few milliseconds and
+    two fsyncs inside a token request, during its turn, so the other writers
+    waited too. Connections that take turns here leave that to a thread of
+    their process: once a second it copies what it can while writers go on
+    (PASSIVE), then takes a turn to copy the little written meanwhile and
+    have the log start over (RESTART). Without that turn the log never
+    starts over under steady writes.
+    """
+
+    CHECKPOINT_INTERVAL = 1.0  # seconds: the log holds about a second of writes
+
+    def __init__(self):
+        self._thread_lock = threading.Lock()
+        self._files: dict = {}  # (database file, process id) -> open lock file
+        self._checkpointing: set = set()  # (database file, process id) with a checkpoint thread
+
+    def turn(self, connection: Connection):
+        """A context in which `connection` is the only writer to its SQLite file."""
+        database = database_file(connection.engine)
+        if fcntl is None or database is None:
+            return nullcontext()
+        if not connection.info.get('checkpoints_in_thread'):  # once per database connection
+            connection.exec_driver_sql('PRAGMA wal_autocheckpoint=0')
+            connection.info['checkpoints_in_thread'] = True
+        return self._queued(database, checkpoints=True)
+
+    def exclusive(self, engine: Engine):
+        """A context in which no other writer that queues here writes: for schema changes."""
+        database = database_file(engine)
+        return nullcontext() if fcntl is None or database is None else self._queued(database)
+
+    @contextmanager
+    def _queued(self, database: str, checkpoints: bool = False):
+        with self._thread_lock:
+            # A file opened before a fork would be shared with the parent,
+            # and its lock with it; threads do not survive a fork at all:
+            # each process opens its own file and starts its own thread.
+            key = (database, os.getpid())
+            if key not in self._files:
+                try:
+                    self._files[key] = open(database + '-writers', 'a')  # noqa: SIM115 - kept open for the process
+                except OSError:
+                    # No folder to put it in: SQLite will say what is wrong in a moment.
+                    yield
+                    return
+            if checkpoints and key not in self._checkpointing:
+                self._checkpointing.add(key)
+                threading.Thread(target=self._checkpoint_forever, args=(database,),
+                                 name='sqlite-checkpoints', daemon=True).start()
+            lock_file = self._files[key]
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+    def _checkpoint_forever(self, database: str) -> None:
+        try:
+            # mode=rw: a database deleted meanwhile is not created again. A
+            # short busy timeout: RESTART waits for readers during a turn.
+            connection = sqlite3.connect(f'file:{quote(database)}?mode=rw', uri=True, timeout=0.05)
+        except sqlite3.Error as error:
+            log.warning('SQLite checkpoints of %s cannot start: %s', database, error)
+            return
+        failing = held_up = False
+        while True:
+            time.sleep(self.CHECKPOINT_INTERVAL)
+            try:
+                connection.execute('PRAGMA wal_checkpoint(PASSIVE)').fetchall()
+                with self._queued(database):
+                    busy, _, _ = connection.execute('PRAGMA wal_checkpoint(RESTART)').fetchone()
+                failing = False
+            except sqlite3.Error as error:
+                if not failing:  # once per run of failures, not once a second
+                    log.warning('SQLite checkpoint of %s failed: %s', database, error)
+                failing = True
+                continue
+            # A reader in a long transaction keeps the log from starting over:
+            # said once when it starts and once when it ends.
+            if busy and not held_up:
+                log.warning('SQLite checkpoint of %s is held up by a reader; the log grows until it ends', database)
+            elif held_up and not busy:
+                log.warning('SQLite checkpoint of %s completes again', database)
+            held_up = bool(busy)
+
+
+sqlite_writers = SQLiteWriters()
