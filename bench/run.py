@@ -1,16 +1,19 @@
-"""Throughput of the authorization server against a no-framework baseline.
+"""Throughput of the authorization server against a no-framework baseline
+and an Authlib peer.
 
     .venv/bin/python bench/run.py            # SQLite in a temporary folder
     DATABASE_URL=postgresql+psycopg://... .venv/bin/python bench/run.py
 
-Serves the project (server:app) and the baseline (bench/baseline.py) with
-gunicorn, 2 sync workers each, on 127.0.0.1, and drives each endpoint with wrk
-for a fixed time: POST /oauth/token (form and Basic credentials) and
-GET /api/me. Each endpoint is measured in rounds, project and baseline taking
-turns, and each figure is the median of its rounds, so that a moment of noise
-on the machine lands on neither side alone. Then it bulk-seeds the tokens
-table to about a million rows and measures again. It prints a table and
-writes every run to bench/latest.json. With DATABASE_URL set it uses (and
+Serves the project (server:app), the baseline (bench/baseline.py: Flask and
+SQLAlchemy Core, no OAuth library) and the Authlib peer (bench/authlib_peer.py:
+the same job as Authlib's documentation shows it) with gunicorn, 2 sync
+workers each, on 127.0.0.1, and drives each endpoint with wrk for a fixed
+time: POST /oauth/token (form and Basic credentials) and GET /api/me. Each
+endpoint is measured in rounds, the three apps taking turns, and each figure
+is the median of its rounds, so that a moment of noise on the machine lands
+on no app alone. Then it bulk-seeds the tokens table to about a million rows
+and measures again. It prints a table and writes every run to
+bench/latest.json. With DATABASE_URL set it uses (and
 fills) that database: give it an empty one.
 """
 from __future__ import annotations
@@ -146,6 +149,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix='oauth-bench-'))
     database_url = os.environ.get('DATABASE_URL') or f'sqlite:///{workdir}/bench.sqlite'
     env = {'DATABASE_URL': database_url, 'FLASK_AUDIT_LOG_FILE': str(workdir / 'audit.log')}
+    # The command runs the project's migrations first: the schema all three apps use.
     created = subprocess.run([PYTHON, '-m', 'flask', '--app', 'server', 'create-client', 'bench', '--json'],
                              cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, check=True)
     client = json.loads(created.stdout)
@@ -156,6 +160,8 @@ def main() -> int:
 
     project = Gunicorn('server:app', env, workdir / 'project.log')
     baseline = Gunicorn('baseline:app', env, workdir / 'baseline.log', chdir=ROOT / 'bench')
+    authlib = Gunicorn('authlib_peer:app', env, workdir / 'authlib.log', chdir=ROOT / 'bench')
+    servers = {'project': project, 'baseline': baseline, 'authlib': authlib}
     results = []
     try:
         for phase in ('small', 'large'):
@@ -168,7 +174,6 @@ def main() -> int:
                 engine.dispose()
                 print(f'seeding the tokens table to {args.tokens:,} rows ...', file=sys.stderr, flush=True)
                 rows = seed_tokens(database_url, client_pk, args.tokens)
-            servers = {'project': project, 'baseline': baseline}
             tokens = {name: post_form(f'{server.url}/oauth/token', dict(
                 grant_type='client_credentials', client_id=client_id, client_secret=secret))['access_token']
                 for name, server in servers.items()}
@@ -195,8 +200,8 @@ def main() -> int:
                     small_rows = connection.execute(sa.text('SELECT count(*) FROM tokens')).scalar_one()
                 engine.dispose()
     finally:
-        project.stop()
-        baseline.stop()
+        for server in servers.values():
+            server.stop()
 
     def figure(phase, app_name, endpoint):
         """The median round (by req/s) of one app on one endpoint."""
@@ -207,18 +212,17 @@ def main() -> int:
     endpoints = ['POST /oauth/token (form)', 'POST /oauth/token (Basic)', 'GET /api/me']
     summary = []
     for endpoint in endpoints:
-        small, large = figure('small', 'project', endpoint), figure('large', 'project', endpoint)
-        base_small, base_large = figure('small', 'baseline', endpoint), figure('large', 'baseline', endpoint)
-        summary.append({
-            'endpoint': endpoint,
-            'project_rps': small['rps'], 'project_p50_ms': small['p50_ms'], 'project_p99_ms': small['p99_ms'],
-            'baseline_rps': base_small['rps'], 'baseline_p50_ms': base_small['p50_ms'],
-            'baseline_p99_ms': base_small['p99_ms'],
-            'ratio_to_baseline': round(small['rps'] / base_small['rps'], 3),
-            'project_rps_large': large['rps'], 'baseline_rps_large': base_large['rps'],
-            'ratio_to_baseline_large': round(large['rps'] / base_large['rps'], 3),
-            'ratio_large_to_small': round(large['rps'] / small['rps'], 3),
-        })
+        row = {'endpoint': endpoint}
+        for phase, suffix in (('small', ''), ('large', '_large')):
+            figures = {app_name: figure(phase, app_name, endpoint) for app_name in servers}
+            for app_name, measured in figures.items():
+                row[f'{app_name}_rps{suffix}'] = measured['rps']
+                if phase == 'small':
+                    row[f'{app_name}_p50_ms'], row[f'{app_name}_p99_ms'] = measured['p50_ms'], measured['p99_ms']
+            for other in ('baseline', 'authlib'):
+                row[f'ratio_to_{other}{suffix}'] = round(figures['project']['rps'] / figures[other]['rps'], 3)
+        row['ratio_large_to_small'] = round(row['project_rps_large'] / row['project_rps'], 3)
+        summary.append(row)
     machine = {'cpus': os.cpu_count(), 'processor': platform.processor() or platform.machine(),
                'python': platform.python_version(), 'system': platform.platform(),
                'database': database_url.split(':', 1)[0].split('+')[0]}
@@ -234,13 +238,15 @@ def main() -> int:
           f'wrk {args.threads} threads x {args.connections} connections x {args.duration} s, '
           f'median of {args.rounds} alternating rounds; '
           f'{small_rows:,} then {rows:,} tokens stored')
-    print(f'| endpoint | project req/s | p50 / p99 ms | baseline req/s | p50 / p99 ms | project / baseline '
-          f'| at {rows:,} tokens: project / baseline | at {rows:,} / small table |')
+    print(f'| endpoint | project req/s (p50 / p99 ms) | baseline req/s | Authlib req/s '
+          f'| project / baseline | project / Authlib | at {rows:,} tokens: project / baseline, / Authlib '
+          f'| project at {rows:,} / small table |')
     print('|---|---|---|---|---|---|---|---|')
     for s in summary:
-        print(f'| {s["endpoint"]} | {s["project_rps"]:,.0f} | {s["project_p50_ms"]:.2f} / {s["project_p99_ms"]:.2f} '
-              f'| {s["baseline_rps"]:,.0f} | {s["baseline_p50_ms"]:.2f} / {s["baseline_p99_ms"]:.2f} '
-              f'| {s["ratio_to_baseline"]:.2f}x | {s["ratio_to_baseline_large"]:.2f}x '
+        print(f'| {s["endpoint"]} | {s["project_rps"]:,.0f} ({s["project_p50_ms"]:.2f} / {s["project_p99_ms"]:.2f}) '
+              f'| {s["baseline_rps"]:,.0f} | {s["authlib_rps"]:,.0f} '
+              f'| {s["ratio_to_baseline"]:.2f}x | {s["ratio_to_authlib"]:.2f}x '
+              f'| {s["ratio_to_baseline_large"]:.2f}x, {s["ratio_to_authlib_large"]:.2f}x '
               f'| {s["ratio_large_to_small"]:.2f}x |')
     print(f'\nfigures written to {args.output}' + (f'; {errors} failed requests!' if errors else ''))
     shutil.rmtree(workdir, ignore_errors=True)

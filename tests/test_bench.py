@@ -31,6 +31,8 @@ def test_the_benchmark_runs_and_reports(bench_database, tmp_path):
     assert settings['tokens_large'] >= 20_000 > settings['tokens_small']  # the second pass ran on a bigger table
     assert [row['endpoint'] for row in report['summary']] == [
         'POST /oauth/token (form)', 'POST /oauth/token (Basic)', 'GET /api/me']
-    assert len(report['runs']) == 24  # 3 endpoints x 2 apps x 2 table sizes x 2 rounds
+    assert len(report['runs']) == 36  # 3 endpoints x 3 apps x 2 table sizes x 2 rounds
+    assert {run['app'] for run in report['runs']} == {'project', 'baseline', 'authlib'}
+    assert all(row['ratio_to_baseline'] > 0 and row['ratio_to_authlib'] > 0 for row in report['summary'])
     assert all(run['rps'] > 0 and run['errors'] == 0 for run in report['runs'])
     assert report['machine']['database'] == bench_database.split(':')[0].split('+')[0]
