@@ -1,7 +1,8 @@
 """Throughput of the authorization server against a no-framework baseline
 and an Authlib peer.
 
-    .venv/bin/python bench/run.py            # SQLite in a temporary folder
+    .venv/bin/python bench/run.py                       # SQLite and a throwaway PostgreSQL
+    .venv/bin/python bench/run.py --databases sqlite    # SQLite only
     DATABASE_URL=postgresql+psycopg://... .venv/bin/python bench/run.py
 
 Serves the project (server:app), the baseline (bench/baseline.py: Flask and
@@ -12,9 +13,9 @@ time: POST /oauth/token (form and Basic credentials) and GET /api/me. Each
 endpoint is measured in rounds, the three apps taking turns, and each figure
 is the median of its rounds, so that a moment of noise on the machine lands
 on no app alone. Then it bulk-seeds the tokens table to about a million rows
-and measures again. It prints a table and writes every run to
-bench/latest.json. With DATABASE_URL set it uses (and
-fills) that database: give it an empty one.
+and measures again. It prints a table per database and writes every run to
+bench/latest.json. With DATABASE_URL set it uses (and fills) that database
+only: give it an empty one.
 """
 from __future__ import annotations
 
@@ -135,19 +136,22 @@ def seed_tokens(database_url: str, client_pk: int, target: int) -> int:
     return total
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--duration', type=int, default=5, help='seconds per measurement (default 5)')
-    parser.add_argument('--rounds', type=int, default=3, help='measurements of each endpoint and app (default 3)')
-    parser.add_argument('--connections', type=int, default=16)
-    parser.add_argument('--threads', type=int, default=2, help="wrk's threads")
-    parser.add_argument('--tokens', type=int, default=1_000_000, help='rows in the tokens table for the second pass')
-    parser.add_argument('--output', default=str(ROOT / 'bench' / 'latest.json'))
-    args = parser.parse_args()
-    wrk = ensure_wrk()
+def database_count(database_url: str, sql: str, **params):
+    import sqlalchemy as sa
+    engine = sa.create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(sa.text(sql), params).scalar_one()
+    finally:
+        engine.dispose()
 
-    workdir = Path(tempfile.mkdtemp(prefix='oauth-bench-'))
-    database_url = os.environ.get('DATABASE_URL') or f'sqlite:///{workdir}/bench.sqlite'
+
+ENDPOINTS = ['POST /oauth/token (form)', 'POST /oauth/token (Basic)', 'GET /api/me']
+
+
+def measure(database_url: str, args, wrk: str, workdir: Path) -> dict:
+    """Every endpoint of the three apps on one database, with a small tokens
+    table and then with args.tokens rows."""
     env = {'DATABASE_URL': database_url, 'FLASK_AUDIT_LOG_FILE': str(workdir / 'audit.log')}
     # The command runs the project's migrations first: the schema all three apps use.
     created = subprocess.run([PYTHON, '-m', 'flask', '--app', 'server', 'create-client', 'bench', '--json'],
@@ -157,23 +161,19 @@ def main() -> int:
     form = f'grant_type=client_credentials&client_id={client_id}&client_secret={secret}'
     basic = base64.b64encode(f'{client_id}:{secret}'.encode()).decode()
     form_type = {'Content-Type': 'application/x-www-form-urlencoded'}
+    kind = database_url.split(':', 1)[0].split('+')[0]
 
-    project = Gunicorn('server:app', env, workdir / 'project.log')
-    baseline = Gunicorn('baseline:app', env, workdir / 'baseline.log', chdir=ROOT / 'bench')
-    authlib = Gunicorn('authlib_peer:app', env, workdir / 'authlib.log', chdir=ROOT / 'bench')
-    servers = {'project': project, 'baseline': baseline, 'authlib': authlib}
-    results = []
+    servers = {}
+    results, rows = [], {}
     try:
+        servers['project'] = Gunicorn('server:app', env, workdir / 'project.log')
+        servers['baseline'] = Gunicorn('baseline:app', env, workdir / 'baseline.log', chdir=ROOT / 'bench')
+        servers['authlib'] = Gunicorn('authlib_peer:app', env, workdir / 'authlib.log', chdir=ROOT / 'bench')
         for phase in ('small', 'large'):
             if phase == 'large':
-                import sqlalchemy as sa
-                engine = sa.create_engine(database_url)
-                with engine.connect() as connection:
-                    client_pk = connection.execute(sa.text('SELECT id FROM clients WHERE client_id = :id'),
-                                                   {'id': client_id}).scalar_one()
-                engine.dispose()
-                print(f'seeding the tokens table to {args.tokens:,} rows ...', file=sys.stderr, flush=True)
-                rows = seed_tokens(database_url, client_pk, args.tokens)
+                client_pk = database_count(database_url, 'SELECT id FROM clients WHERE client_id = :id', id=client_id)
+                print(f'{kind}: seeding the tokens table to {args.tokens:,} rows ...', file=sys.stderr, flush=True)
+                seed_tokens(database_url, client_pk, args.tokens)
             tokens = {name: post_form(f'{server.url}/oauth/token', dict(
                 grant_type='client_credentials', client_id=client_id, client_secret=secret))['access_token']
                 for name, server in servers.items()}
@@ -191,14 +191,9 @@ def main() -> int:
                         figures = run_wrk(wrk, server.url + path, scripts[app_name], args, workdir)
                         results.append({'phase': phase, 'app': app_name, 'endpoint': endpoint,
                                         'round': round_number, **figures})
-                        print(f'{phase:5} {app_name:8} {endpoint:26} round {round_number}  '
+                        print(f'{kind:10} {phase:5} {app_name:8} {endpoint:26} round {round_number}  '
                               f'{figures["rps"]:8.0f} req/s', file=sys.stderr, flush=True)
-            if phase == 'small':
-                import sqlalchemy as sa
-                engine = sa.create_engine(database_url)
-                with engine.connect() as connection:
-                    small_rows = connection.execute(sa.text('SELECT count(*) FROM tokens')).scalar_one()
-                engine.dispose()
+            rows[phase] = database_count(database_url, 'SELECT count(*) FROM tokens')
     finally:
         for server in servers.values():
             server.stop()
@@ -209,9 +204,8 @@ def main() -> int:
                         key=lambda r: r['rps'])
         return rounds[len(rounds) // 2]
 
-    endpoints = ['POST /oauth/token (form)', 'POST /oauth/token (Basic)', 'GET /api/me']
     summary = []
-    for endpoint in endpoints:
+    for endpoint in ENDPOINTS:
         row = {'endpoint': endpoint}
         for phase, suffix in (('small', ''), ('large', '_large')):
             figures = {app_name: figure(phase, app_name, endpoint) for app_name in servers}
@@ -223,33 +217,78 @@ def main() -> int:
                 row[f'ratio_to_{other}{suffix}'] = round(figures['project']['rps'] / figures[other]['rps'], 3)
         row['ratio_large_to_small'] = round(row['project_rps_large'] / row['project_rps'], 3)
         summary.append(row)
-    machine = {'cpus': os.cpu_count(), 'processor': platform.processor() or platform.machine(),
-               'python': platform.python_version(), 'system': platform.platform(),
-               'database': database_url.split(':', 1)[0].split('+')[0]}
-    report = {'date': datetime.now(UTC).isoformat(timespec='seconds'), 'machine': machine,
-              'settings': {'gunicorn_workers': 2, 'wrk_threads': args.threads, 'connections': args.connections,
-                           'duration_s': args.duration, 'rounds': args.rounds, 'tokens_small': small_rows,
-                           'tokens_large': rows},
-              'summary': summary, 'runs': results}
-    Path(args.output).write_text(json.dumps(report, indent=2) + '\n')
-    errors = sum(r['errors'] for r in results)
+    return {'database': kind, 'tokens_small': rows['small'], 'tokens_large': rows['large'],
+            'summary': summary, 'runs': results}
 
-    print(f'\n{machine["cpus"]} CPUs, Python {machine["python"]}, {machine["database"]}; gunicorn 2 workers, '
-          f'wrk {args.threads} threads x {args.connections} connections x {args.duration} s, '
-          f'median of {args.rounds} alternating rounds; '
-          f'{small_rows:,} then {rows:,} tokens stored')
+
+def print_table(measured: dict) -> None:
+    large = f'{measured["tokens_large"]:,}'
+    print(f'\n{measured["database"]}: {measured["tokens_small"]:,} then {large} tokens stored')
     print(f'| endpoint | project req/s (p50 / p99 ms) | baseline req/s | Authlib req/s '
-          f'| project / baseline | project / Authlib | at {rows:,} tokens: project / baseline, / Authlib '
-          f'| project at {rows:,} / small table |')
+          f'| project / baseline | project / Authlib | at {large} tokens: project / baseline, / Authlib '
+          f'| project at {large} / small table |')
     print('|---|---|---|---|---|---|---|---|')
-    for s in summary:
+    for s in measured['summary']:
         print(f'| {s["endpoint"]} | {s["project_rps"]:,.0f} ({s["project_p50_ms"]:.2f} / {s["project_p99_ms"]:.2f}) '
               f'| {s["baseline_rps"]:,.0f} | {s["authlib_rps"]:,.0f} '
               f'| {s["ratio_to_baseline"]:.2f}x | {s["ratio_to_authlib"]:.2f}x '
               f'| {s["ratio_to_baseline_large"]:.2f}x, {s["ratio_to_authlib_large"]:.2f}x '
               f'| {s["ratio_large_to_small"]:.2f}x |')
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--databases', default='sqlite,postgresql',
+                        help='comma-separated: sqlite (a temporary file) and postgresql (a throwaway server on '
+                             'loopback, as the tests start it); ignored when DATABASE_URL is set')
+    parser.add_argument('--duration', type=int, default=5, help='seconds per measurement (default 5)')
+    parser.add_argument('--rounds', type=int, default=3, help='measurements of each endpoint and app (default 3)')
+    parser.add_argument('--connections', type=int, default=16)
+    parser.add_argument('--threads', type=int, default=2, help="wrk's threads")
+    parser.add_argument('--tokens', type=int, default=1_000_000, help='rows in the tokens table for the second pass')
+    parser.add_argument('--output', default=str(ROOT / 'bench' / 'latest.json'))
+    args = parser.parse_args()
+    wrk = ensure_wrk()
+
+    workdir = Path(tempfile.mkdtemp(prefix='oauth-bench-'))
+    measured = []
+    try:
+        if os.environ.get('DATABASE_URL'):
+            measured.append(measure(os.environ['DATABASE_URL'], args, wrk, workdir))
+        for kind in () if os.environ.get('DATABASE_URL') else args.databases.split(','):
+            if kind == 'sqlite':
+                measured.append(measure(f'sqlite:///{workdir}/bench.sqlite', args, wrk, workdir))
+            elif kind == 'postgresql':
+                sys.path.insert(0, str(ROOT / 'tests'))
+                from pgserver import PostgresUnavailable, ThrowawayPostgres
+                postgres = ThrowawayPostgres()
+                try:
+                    postgres.start()
+                    measured.append(measure(postgres.create_database('bench'), args, wrk, workdir))
+                except PostgresUnavailable as error:
+                    sys.exit(f'bench: PostgreSQL did not start: {error} (or run with --databases sqlite)')
+                finally:
+                    postgres.stop()
+            else:
+                sys.exit(f'bench: unknown database {kind!r}: use sqlite, postgresql or both')
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    machine = {'cpus': os.cpu_count(), 'processor': platform.processor() or platform.machine(),
+               'python': platform.python_version(), 'system': platform.platform()}
+    report = {'date': datetime.now(UTC).isoformat(timespec='seconds'), 'machine': machine,
+              'settings': {'gunicorn_workers': 2, 'wrk_threads': args.threads, 'connections': args.connections,
+                           'duration_s': args.duration, 'rounds': args.rounds, 'tokens': args.tokens},
+              'databases': measured}
+    Path(args.output).write_text(json.dumps(report, indent=2) + '\n')
+    errors = sum(run['errors'] for database in measured for run in database['runs'])
+
+    print(f'{machine["cpus"]} CPUs, Python {machine["python"]}; gunicorn 2 workers, '
+          f'wrk {args.threads} threads x {args.connections} connections x {args.duration} s, '
+          f'median of {args.rounds} rounds, the three apps taking turns')
+    for database in measured:
+        print_table(database)
     print(f'\nfigures written to {args.output}' + (f'; {errors} failed requests!' if errors else ''))
-    shutil.rmtree(workdir, ignore_errors=True)
     return 1 if errors else 0
 
 

@@ -8,7 +8,7 @@ wires both. The models run their hot statements through `execute_one()`.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -69,17 +69,21 @@ def close_connection(error: BaseException | None = None) -> None:
 
 
 def execute_one(statement, params: dict, *, write: bool = False) -> Row | None:
-    """Run one statement as a transaction of its own; its first row, or None.
-    A write to SQLite takes its turn among the writers (production/sqlite.py)."""
+    """Run one statement; its first row, or None. A write is committed before
+    this returns, after taking its turn among SQLite's writers
+    (production/sqlite.py). A read needs no commit: SQLite's driver opens no
+    transaction for a SELECT, and a database server runs it in autocommit."""
     connection = get_connection()
     try:
-        with sqlite_writers.turn(connection) if write else nullcontext():
+        if not write:
+            return connection.execute(statement, params).first()
+        with sqlite_writers.turn(connection):
             row = connection.execute(statement, params).first()
             connection.commit()
+        return row
     except SQLAlchemyError:
         connection.rollback()
         raise
-    return row
 
 
 def database_error_line(error: SQLAlchemyError) -> str:

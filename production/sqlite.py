@@ -125,6 +125,7 @@ class SQLiteWriters:
             # mode=rw: a database deleted meanwhile is not created again. A
             # short busy timeout: RESTART waits for readers during a turn.
             connection = sqlite3.connect(f'file:{quote(database)}?mode=rw', uri=True, timeout=0.05)
+            connection.execute(f'PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}').close()
         except sqlite3.Error as error:
             log.warning('SQLite checkpoints of %s cannot start: %s', database, error)
             return

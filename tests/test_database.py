@@ -2,6 +2,7 @@
 the state the rest of the app expects; and when the database fails, a JSON
 503 the client can retry, never a 500, and service again as soon as it is back."""
 import os
+import sqlite3
 import threading
 import time
 from contextlib import contextmanager
@@ -10,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 from conftest import DATABASE_URL, TOKEN_URL, bearer, count, token_form
 
+import production.sqlite
 from models import Client, Item, Token, db
 from production.sqlite import sqlite_writers
 
@@ -162,3 +164,49 @@ def test_the_sqlite_log_reaches_the_database_and_starts_over_under_steady_writes
     assert len(issued) > 100
     assert largest_log < 0.5 * len(issued) * 4 * 4096
     assert os.stat(database_file).st_mtime_ns != written
+
+
+@pytest.mark.skipif(not DATABASE_URL.startswith('sqlite'), reason='checkpoints a SQLite file')
+def test_a_long_reader_holds_the_sqlite_log_back_is_logged_once_and_the_log_is_cut_back_after(
+        app, http, credentials, monkeypatch, no_credentials_in_logs):
+    limit = 256 * 1024
+    monkeypatch.setattr(production.sqlite, 'JOURNAL_SIZE_LIMIT', limit)
+    monkeypatch.setattr(sqlite_writers, 'CHECKPOINT_INTERVAL', 0.1)
+    db.engine.dispose()  # connections made from now on have the smaller limit
+    time.sleep(1.1)  # a thread already running sleeps out its one-second wait first
+    log_file = db.engine.url.database + '-wal'
+
+    def issue(tokens):
+        for _ in range(tokens):
+            assert http.post(TOKEN_URL, data=token_form(*credentials)).status_code == 200
+
+    def held_up_lines():
+        return [line for line in no_credentials_in_logs if 'production.sqlite' in line and 'held up' in line]
+    reader = sqlite3.connect(db.engine.url.database)
+    try:
+        # A reader whose snapshot predates the log reads the database file
+        # alone and holds nothing back: start it just after a write, and
+        # again if a checkpoint came in between.
+        for _ in range(20):
+            issue(1)
+            reader.execute('BEGIN')
+            reader.execute('SELECT count(*) FROM tokens').fetchall()  # a read transaction, held open
+            issue(20)
+            time.sleep(0.3)  # a few checkpoints
+            if held_up_lines():
+                break
+            reader.rollback()
+        issue(400)  # each adds at least four pages to the log
+        held_size = os.path.getsize(log_file)
+    finally:
+        reader.rollback()
+        reader.close()
+    assert len(held_up_lines()) == 1  # said once, not once per checkpoint
+    assert held_size > 400 * 4 * 4096  # nothing could start over while the reader read
+    # With the reader gone, a checkpoint completes; the next write starts the
+    # log over, and the file is cut back to the limit.
+    time.sleep(0.5)
+    issue(1)
+    assert os.path.getsize(log_file) <= limit + 64 * 1024  # the limit, and the one write after it
+    said = [line for line in no_credentials_in_logs if 'production.sqlite' in line]
+    assert sum('completes again' in line for line in said) == 1, said
