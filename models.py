@@ -114,8 +114,10 @@ class ClientRules:
     is_confidential = True
 
     def check_secret(self, client_secret: str | None) -> bool:
-        # RFC 6749 §2.3.1: an empty parameter counts as omitted, so it never matches.
-        if not client_secret:
+        # RFC 6749 §2.3.1: an empty parameter counts as omitted, so it never
+        # matches. No secret holds NUL: HMAC pads its key with zero bytes, so
+        # "secret\0" would hash as "secret" does.
+        if not storable(client_secret):
             check_password_hash(self.secret_hash, "")
             return False
         if check_password_hash(self.secret_hash, client_secret):
@@ -240,6 +242,16 @@ class Client(ClientRules, db.Model):
             self.previous_secret_expires = utcnow() + timedelta(seconds=grace)
         return client_secret
 
+    def set_scope(self, scope: str) -> None:
+        """Change the scopes this client may ask for. Live tokens lose the
+        scopes taken away, for good: widening again later does not give them back."""
+        self.scope = " ".join(scope_to_list(scope))
+        live = db.and_(Token.client_pk == self.id, Token.revoked_at.is_(None), Token.expires > utcnow())
+        for old_scope in db.session.scalars(db.select(Token.scope).where(live).distinct()).all():
+            narrowed = " ".join(s for s in scope_to_list(old_scope) if s in self.default_scopes)
+            if narrowed != old_scope:
+                db.session.execute(db.update(Token).where(live, Token.scope == old_scope).values(scope=narrowed))
+
     def disable(self) -> int:
         """Refuse this client from now on and revoke its live tokens, so that
         enabling it again later does not bring them back. Returns how many."""
@@ -269,13 +281,14 @@ class Token(TokenRules, db.Model):
     client: Mapped[Client] = relationship(back_populates="tokens", lazy="joined")
 
     @classmethod
-    def issue(cls, client: ClientRules, access_token: str, scope: str, expires_in: int) -> int:
-        """Store a new token (by its hash), commit, and return its id."""
+    def issue(cls, client: ClientRules, access_token: str, scope: str, expires_in: int) -> int | None:
+        """Store a new token (by its hash), commit, and return its id; None
+        if the client was disabled meanwhile (then nothing is stored)."""
         now = utcnow()
         row = execute_one(_INSERT_TOKEN, {
             "access_token_hash": hash_token(access_token), "client_pk": client.id, "scope": scope,
             "issued_at": now, "expires": now + timedelta(seconds=expires_in)}, write=True)
-        return row.id
+        return None if row is None else row.id
 
     @classmethod
     def revoke_where(cls, condition) -> int:
@@ -386,7 +399,18 @@ _FIND_TOKEN = (
               *(getattr(Client, name).label(f"client.{name}") for name in CLIENT_FIELDS))
     .join(Client, Client.id == Token.client_pk)
     .where(Token.access_token_hash == db.bindparam("access_token_hash")))
-_INSERT_TOKEN = db.insert(Token).returning(Token.id)
+# The token is stored only if its client is still enabled, in the same
+# statement. On PostgreSQL FOR SHARE makes it wait for a disable-client in
+# progress (whose UPDATE locks the row), then see it; and a disable that
+# comes second waits for the insert, then revokes the new token. SQLite runs
+# one writer at a time, so the two cannot interleave there.
+_INSERT_TOKEN = db.insert(Token).from_select(
+    ["access_token_hash", "client_pk", "scope", "issued_at", "expires"],
+    db.select(db.bindparam("access_token_hash", type_=String), Client.id, db.bindparam("scope", type_=String),
+              db.bindparam("issued_at", type_=UTCDateTime), db.bindparam("expires", type_=UTCDateTime))
+    .where(Client.id == db.bindparam("client_pk"), Client.disabled.is_(False))
+    .with_for_update(read=True),
+).returning(Token.id)
 
 
 class Item(db.Model):

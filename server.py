@@ -65,6 +65,8 @@ def save_token(token, request, *args, **kwargs):
     if request.client.token_lifetime:
         token['expires_in'] = request.client.token_lifetime
     token_id = Token.issue(request.client, token['access_token'], token.get('scope', ''), token['expires_in'])
+    if token_id is None:  # disabled while this request ran: nothing was stored
+        raise errors.InvalidClientError()
     audit.event('token_issued', request.client.client_id, token_id=token_id, scope=token.get('scope', ''),
                 expires_in=token['expires_in'])
 
@@ -201,7 +203,7 @@ def ensure_demo_client() -> None:
         Client.create('Demo client', 'read write', DEMO_CLIENT_ID, DEMO_CLIENT_SECRET)
     elif not client.check_secret(DEMO_CLIENT_SECRET) or client.scope != 'read write':
         client.set_secret(DEMO_CLIENT_SECRET)
-        client.scope = 'read write'
+        client.set_scope('read write')
     db.session.commit()
 
 

@@ -39,10 +39,11 @@ def presented_client_id() -> str | None:
     return client_id
 
 
-def client_id_key() -> str:
+def client_address_key() -> str:
     # Hashed: the id is the caller's text (any length, any character) and
     # becomes a key in the limit storage, a database row with database://.
-    return 'client:' + hashlib.sha256((presented_client_id() or '').encode('utf-8', 'replace')).hexdigest()
+    client_id = (presented_client_id() or '').encode('utf-8', 'replace')
+    return f'client:{hashlib.sha256(client_id).hexdigest()}:address:{request.remote_addr}'
 
 
 parse_limit = lru_cache(maxsize=16)(parse)  # "10 per minute" -> a limit, once
@@ -50,8 +51,13 @@ parse_limit = lru_cache(maxsize=16)(parse)  # "10 per minute" -> a limit, once
 
 class FailedAuthenticationLimiter:
     """Failed client authentications (401 answers) are counted per remote
-    address and per client id; past either limit every request with that
-    address or id is refused, the right secret included, until the window ends.
+    address, and per client id from that address; past either limit, that
+    address (or that client id from that address) is refused, the right
+    secret included, until the window ends.
+
+    Nothing is counted per client id alone: failures from one address never
+    refuse another address's correct credentials, so a stranger who knows a
+    client id cannot lock that client out (README: Security).
     """
 
     def init_app(self, app) -> None:
@@ -62,7 +68,7 @@ class FailedAuthenticationLimiter:
 
     def counters(self) -> list[tuple]:
         return [(parse_limit(self.config['AUTH_FAILURES_PER_ADDRESS']), f'address:{request.remote_addr}'),
-                (parse_limit(self.config['AUTH_FAILURES_PER_CLIENT']), client_id_key())]
+                (parse_limit(self.config['AUTH_FAILURES_PER_CLIENT_ADDRESS']), client_address_key())]
 
     def __call__(self, view):
         @wraps(view)
@@ -73,7 +79,7 @@ class FailedAuthenticationLimiter:
             for limit, key in counters:
                 if not self.windows.test(limit, 'auth-failures', key):
                     reset_at = self.windows.get_window_stats(limit, 'auth-failures', key).reset_time
-                    return self.refuse(limit, max(1, int(reset_at - time.time())))
+                    return self.refuse(limit, key, max(1, int(reset_at - time.time())))
             response = current_app.make_response(view(*args, **kwargs))
             if response.status_code == 401:
                 for limit, key in counters:
@@ -81,9 +87,12 @@ class FailedAuthenticationLimiter:
             return response
         return limited
 
-    @staticmethod
-    def refuse(limit, retry_after: int):
-        audit.event('authentication_throttled', presented_client_id(), limit=str(limit))
+    def refuse(self, limit, key: str, retry_after: int):
+        # One audit line per throttled key and window, not one per refused
+        # request: a caller that keeps trying must not fill the disk.
+        if self.windows.hit(type(limit)(1, limit.multiples), 'throttled-said', key):
+            audit.event('authentication_throttled', presented_client_id(), limit=str(limit),
+                        retry_after=retry_after)
         response = oauth_error_response(errors.TemporarilyUnavailableError(
             description='Too many failed authentications; try again later.', status_code=429))
         response.headers['Retry-After'] = str(retry_after)

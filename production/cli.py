@@ -148,7 +148,7 @@ def update_client_command(client_id, name, scope, token_lifetime, as_json):
     if name is not None:
         client.name = name
     if scope is not None:
-        client.scope = scope
+        client.set_scope(scope)
     if token_lifetime is not None:
         client.token_lifetime = token_lifetime or None
     db.session.commit()

@@ -4,6 +4,7 @@ database that fails (503 and Retry-After, so that clients back off)."""
 from __future__ import annotations
 
 from flask import current_app, jsonify
+from flask.json.provider import DefaultJSONProvider
 from oauthlib.oauth2.rfc6749 import errors
 from sqlalchemy.exc import DataError, SQLAlchemyError
 from werkzeug.exceptions import HTTPException
@@ -13,7 +14,22 @@ from production.database import database_error_line, db
 DATABASE_RETRY_AFTER = 5  # seconds
 
 
+class JSONProvider(DefaultJSONProvider):
+    """Flask's JSON, keeping the order the RFCs list fields in, and reading a
+    body nested too deeply for Python's parser as what it is: bad JSON (a
+    400), not a RecursionError (a 500)."""
+
+    sort_keys = False
+
+    def loads(self, s, **kwargs):
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError('JSON nested too deeply') from None
+
+
 def init_app(app) -> None:
+    app.json = JSONProvider(app)
     app.register_error_handler(errors.OAuth2Error, oauth_error_response)
     app.register_error_handler(SQLAlchemyError, database_error_response)
     app.register_error_handler(HTTPException, http_error_response)

@@ -18,9 +18,10 @@ DEFAULTS = {
     'OAUTH2_ISSUER': None,  # public base URL, e.g. https://auth.example.com; default: from the request
     'MAX_CONTENT_LENGTH': 64 * 1024,
     # RFC 6749 §2.3.1: the token endpoint MUST resist brute force. Failed
-    # client authentications are counted per address and per client id.
+    # client authentications are counted per address, and per client id
+    # from one address (never per client id alone: README, Security).
     'AUTH_FAILURES_PER_ADDRESS': '10 per minute',
-    'AUTH_FAILURES_PER_CLIENT': '30 per minute',
+    'AUTH_FAILURES_PER_CLIENT_ADDRESS': '5 per minute',
     'RATELIMIT_ENABLED': True,
     'RATELIMIT_STORAGE_URI': 'memory://',  # one process; "database://" or "redis://host" for several
     'TRUSTED_PROXIES': 0,  # reverse proxies in front whose X-Forwarded-* headers are believed
@@ -38,4 +39,3 @@ def configure(app) -> None:
         # Test each pooled connection before use, so the app survives a database
         # server restart. SQLite has no server to lose: the test would be wasted.
         app.config.setdefault('SQLALCHEMY_ENGINE_OPTIONS', {}).setdefault('pool_pre_ping', True)
-    app.json.sort_keys = False  # JSON answers keep the order the RFCs list their fields in

@@ -60,6 +60,15 @@ def test_update_client(cli, http, credentials, token):
     assert reload(credentials[0]).token_lifetime is None
 
 
+def test_widening_a_scope_again_does_not_give_live_tokens_back_what_was_taken(cli, http, credentials, token):
+    assert cli('update-client', credentials[0], '--scope', 'read').exit_code == 0
+    assert cli('update-client', credentials[0], '--scope', 'read write').exit_code == 0
+    assert http.post('/api/items', json={'name': 'x'}, headers=bearer(token)).status_code == 403
+    assert http.get('/api/me', headers=bearer(token)).get_json()['scope'] == 'read'
+    fresh = http.post(TOKEN_URL, data=token_form(*credentials)).get_json()['access_token']
+    assert http.post('/api/items', json={'name': 'x'}, headers=bearer(fresh)).status_code == 201
+
+
 def test_disable_stops_the_client_and_its_tokens_and_enable_keeps_them_revoked(cli, http, credentials, token):
     result = cli('disable-client', credentials[0])
     assert result.exit_code == 0 and 'revoked 1 token' in result.output

@@ -13,7 +13,7 @@ import uuid
 import pytest
 import requests
 import sqlalchemy as sa
-from conftest import bearer, create_client, free_port, token_form
+from conftest import bearer, create_client, free_port, run_python, token_form
 
 
 def empty_database(request, tmp_path, kind):
@@ -157,10 +157,11 @@ def test_concurrent_load_has_no_errors_and_every_success_is_stored(gunicorn, dat
 def test_database_storage_shares_failure_counts_between_workers(gunicorn, database_url):
     server = gunicorn(workers=2, FLASK_RATELIMIT_STORAGE_URI='database://')
     session = requests.Session()
-    statuses = [session.post(f'{server.url}/oauth/token', data=token_form('x', 'y'), timeout=10).status_code
-                for _ in range(11)]
+    statuses = [session.post(f'{server.url}/oauth/token', data=token_form(f'x{n}', 'y'), timeout=10).status_code
+                for n in range(11)]
     assert statuses == [401] * 10 + [429]  # counted across both workers
-    assert table_count(database_url, 'rate_limits') == 2  # per address and per client id
+    # The address, each client id from it, and the note that the refusal was audited.
+    assert table_count(database_url, 'rate_limits') == 1 + 10 + 1
 
 
 def test_revocation_takes_effect_in_every_worker(gunicorn, database_url):
@@ -225,3 +226,44 @@ def test_health_reports_the_database(gunicorn, database_url, tmp_path):
     assert answer.status_code == 503
     assert answer.json()['error'] == 'temporarily_unavailable'
     assert answer.headers['Retry-After']
+
+
+def test_no_token_issued_before_a_disable_completes_is_usable_after_it(gunicorn, database_url):
+    # Token requests race disable-client on both workers; whatever the timing,
+    # every token the server acknowledged is dead once the command returns,
+    # and stays dead after enable-client.
+    server = gunicorn(workers=2)
+    client_id, secret = create_client(database_url)
+    acknowledged, stop = [], threading.Event()
+
+    def issue():
+        session = requests.Session()
+        for _ in range(2000):  # bounded in count, and by `stop` in time
+            if stop.is_set():
+                return
+            answer = session.post(f'{server.url}/oauth/token', data=token_form(client_id, secret), timeout=20)
+            if answer.status_code == 200:
+                acknowledged.append(answer.json()['access_token'])
+    threads = [threading.Thread(target=issue) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(1.0)
+        disabled = run_python('-m', 'flask', '--app', 'server', 'disable-client', client_id,
+                              env={'DATABASE_URL': database_url})
+        assert disabled.returncode == 0, disabled.stderr
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    assert len(acknowledged) >= 20
+    session = requests.Session()
+
+    def usable():
+        return [t for t in acknowledged
+                if session.get(f'{server.url}/api/me', headers=bearer(t), timeout=10).status_code != 401]
+    assert usable() == []
+    enabled = run_python('-m', 'flask', '--app', 'server', 'enable-client', client_id,
+                         env={'DATABASE_URL': database_url})
+    assert enabled.returncode == 0, enabled.stderr
+    assert usable() == []

@@ -118,6 +118,14 @@ def test_bad_item_bodies_are_400_and_store_nothing(http, token, kwargs):
     assert count(Item) == 0
 
 
+def test_json_nested_too_deeply_is_400_not_500(http, token):
+    response = http.post('/api/items', data='[' * 20_000 + ']' * 20_000, content_type='application/json',
+                         headers=bearer(token))
+    assert response.status_code == 400
+    assert response.get_json()['error'] == 'invalid_request'
+    assert count(Item) == 0
+
+
 def test_oversized_body_is_413_json(http, token):
     response = http.post('/api/items', json={'name': 'x' * 100_000}, headers=bearer(token))
     assert response.status_code == 413

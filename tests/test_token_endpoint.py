@@ -99,6 +99,13 @@ def test_an_empty_secret_counts_as_omitted(http, credentials):
     assert_error(http.post(TOKEN_URL, data=token_form(credentials[0], '')), 401, 'invalid_client')
 
 
+@pytest.mark.parametrize('suffix', ['\x00', '\x00\x00\x00'])
+def test_a_secret_with_trailing_nul_bytes_is_not_the_secret(http, credentials, suffix):
+    # HMAC pads its key with zero bytes: without a check, these would match.
+    assert_error(http.post(TOKEN_URL, data=token_form(credentials[0], credentials[1] + suffix)), 401, 'invalid_client')
+    assert http.post(TOKEN_URL, data=token_form(*credentials)).status_code == 200
+
+
 @pytest.mark.parametrize('header', [
     'Basic !!!not-base64!!!',
     'Basic ' + base64.b64encode(b'\xff\xfe:\xff').decode(),  # not UTF-8
