@@ -24,6 +24,7 @@ from production import audit, cli, database, headers, settings
 from production import errors as error_responses
 from production.bruteforce import limit_failed_authentication
 from production.provider import ClientCredentialsProvider, form_post
+from production.sqlite import check_file
 
 # --- The app and its configuration ----------------------------------------
 
@@ -184,6 +185,7 @@ def healthz():
     """For load balancers and orchestrators: 200 while the database answers."""
     try:
         db.session.execute(db.text('SELECT 1'))
+        check_file(db.engine)  # SQLite: still the file this process opened
     except SQLAlchemyError as error:
         db.session.rollback()
         app.logger.warning('health check failed: %s', database.database_error_line(error))

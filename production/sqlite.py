@@ -6,6 +6,7 @@ Nothing here runs for PostgreSQL. On systems without POSIX file locks
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
@@ -16,6 +17,7 @@ from urllib.parse import quote
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError
 
 try:
     import fcntl
@@ -40,6 +42,37 @@ def configure_connection(dbapi_connection, connection_record) -> None:
     for pragma in ('journal_mode=WAL', 'synchronous=NORMAL', 'busy_timeout=10000', 'foreign_keys=ON',
                    f'journal_size_limit={JOURNAL_SIZE_LIMIT}'):
         dbapi_connection.execute(f'PRAGMA {pragma}').close()
+    remember_file(dbapi_connection)
+
+
+# The database file each process opened first, by (device, inode): a file
+# deleted or replaced under a running server is noticed, not written blindly.
+_opened_files: dict[tuple[str, int], tuple[int, int]] = {}
+
+
+def remember_file(dbapi_connection: sqlite3.Connection) -> None:
+    path = dbapi_connection.execute('PRAGMA database_list').fetchone()[2]  # (seq, name, file)
+    if path:  # not in memory
+        with contextlib.suppress(OSError):
+            stat = os.stat(path)
+            _opened_files.setdefault((os.path.abspath(path), os.getpid()), (stat.st_dev, stat.st_ino))
+
+
+def check_file(engine: Engine) -> None:
+    """Raise OperationalError (a 503) if the file at the configured path is
+    no longer the one this process opened: deleted, moved or replaced."""
+    database = database_file(engine)
+    opened = database and _opened_files.get((os.path.abspath(database), os.getpid()))
+    if not opened:
+        return
+    try:
+        stat = os.stat(database)
+        same = (stat.st_dev, stat.st_ino) == opened
+    except OSError:
+        same = False
+    if not same:
+        raise OperationalError('check the SQLite database file', None, sqlite3.OperationalError(
+            f'{database} was deleted or replaced while the server ran; restart it once the file is right'))
 
 
 def database_file(engine: Engine) -> str | None:
@@ -82,6 +115,7 @@ class SQLiteWriters:
 
     def turn(self, connection: Connection):
         """A context in which `connection` is the only writer to its SQLite file."""
+        check_file(connection.engine)  # never acknowledge a write into a deleted file
         database = database_file(connection.engine)
         if fcntl is None or database is None:
             return nullcontext()

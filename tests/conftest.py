@@ -33,6 +33,11 @@ from production.database import upgrade_schema  # noqa: E402
 
 TOKEN_URL = '/oauth/token'
 
+# Tests that start servers of their own (deployment, migrations) run on each
+# kind of database. The suite's second pass, on PostgreSQL, runs only their
+# PostgreSQL cases: its first pass, on SQLite, ran them all.
+SERVER_KINDS = ['postgresql'] if DATABASE_URL.startswith('postgresql') else ['sqlite', 'postgresql']
+
 
 def pytest_report_header(config):
     return f'database: {DATABASE_URL}'

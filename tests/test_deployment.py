@@ -5,6 +5,7 @@ bounded in count and in time.
 """
 import hashlib
 import json
+import shutil
 import sqlite3
 import threading
 import time
@@ -13,7 +14,7 @@ import uuid
 import pytest
 import requests
 import sqlalchemy as sa
-from conftest import bearer, create_client, free_port, run_python, token_form
+from conftest import SERVER_KINDS, bearer, create_client, free_port, run_python, token_form
 
 
 def empty_database(request, tmp_path, kind):
@@ -22,7 +23,7 @@ def empty_database(request, tmp_path, kind):
     return request.getfixturevalue('postgres').create_database(f'deploy_{uuid.uuid4().hex[:12]}')
 
 
-@pytest.fixture(params=['sqlite', 'postgresql'])
+@pytest.fixture(params=SERVER_KINDS)
 def database_url(request, tmp_path):
     """An empty database of each kind, for one test."""
     return empty_database(request, tmp_path, request.param)
@@ -267,3 +268,38 @@ def test_no_token_issued_before_a_disable_completes_is_usable_after_it(gunicorn,
                          env={'DATABASE_URL': database_url})
     assert enabled.returncode == 0, enabled.stderr
     assert usable() == []
+
+
+def test_gunicorn_believes_no_forwarded_header_and_logs_no_query(gunicorn):
+    server = gunicorn(workers=1, GUNICORN_CMD_ARGS='--access-logfile -')
+    metadata = requests.get(f'{server.url}/.well-known/oauth-authorization-server', timeout=10,
+                            headers={'X-Forwarded-Proto': 'https', 'X-Forwarded-Ssl': 'on'}).json()
+    assert metadata['issuer'] == server.url  # http, as the request really was (FLASK_TRUSTED_PROXIES=0)
+    answer = requests.get(f'{server.url}/api/me?access_token=leaked-in-a-url-123', timeout=10)
+    assert answer.status_code == 400
+    server.stop()  # flushes the access log
+    log = server.log_path.read_text()
+    assert '"GET /api/me HTTP/1.1" 400' in log
+    assert 'leaked-in-a-url-123' not in log
+
+
+@pytest.mark.skipif('sqlite' not in SERVER_KINDS, reason='the first pass ran it')
+@pytest.mark.parametrize('change', ['deleted', 'replaced'])
+def test_a_sqlite_file_deleted_or_replaced_under_the_server_is_noticed(start_gunicorn, tmp_path, change):
+    database = tmp_path / 'moving.sqlite'
+    database_url = f'sqlite:///{database}'
+    server = start_gunicorn(database_url, workers=2)
+    credentials = create_client(database_url)
+    session = requests.Session()
+    for _ in range(4):  # both workers have opened the file
+        assert session.post(f'{server.url}/oauth/token', data=token_form(*credentials), timeout=10).status_code == 200
+        assert session.get(f'{server.url}/healthz', timeout=10).status_code == 200
+    database.rename(tmp_path / 'moved.sqlite')
+    if change == 'replaced':  # a copy, as a restore from backup would put there
+        shutil.copyfile(tmp_path / 'moved.sqlite', database)
+    for _ in range(4):
+        health = session.get(f'{server.url}/healthz', timeout=10)
+        assert (health.status_code, health.json()) == (503, {'status': 'unavailable'})
+        answer = session.post(f'{server.url}/oauth/token', data=token_form(*credentials), timeout=10)
+        assert answer.status_code == 503  # no token acknowledged into a file that is gone
+        assert answer.json()['error'] == 'temporarily_unavailable'

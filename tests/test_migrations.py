@@ -8,14 +8,14 @@ from datetime import datetime, timedelta
 import pytest
 import sqlalchemy as sa
 from alembic.script import ScriptDirectory
-from conftest import ROOT, run_python
+from conftest import ROOT, SERVER_KINDS, run_python
 from werkzeug.security import generate_password_hash
 
 HEAD = ScriptDirectory(str(ROOT / 'migrations')).get_current_head()
 TABLES = {'clients', 'tokens', 'items', 'rate_limits', 'alembic_version'}
 
 
-@pytest.fixture(params=['sqlite', 'postgresql'])
+@pytest.fixture(params=SERVER_KINDS)
 def empty_database(request, tmp_path):
     if request.param == 'sqlite':
         return f'sqlite:///{tmp_path}/migrate-{uuid.uuid4().hex[:8]}.sqlite'
