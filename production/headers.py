@@ -2,6 +2,7 @@
 forwarded headers from trusted proxies, a request id, security headers."""
 from __future__ import annotations
 
+import io
 import re
 import secrets
 
@@ -9,7 +10,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 
 def init_app(app) -> None:
-    app.wsgi_app = ResponseHeaders(app.wsgi_app)
+    app.wsgi_app = ResponseHeaders(SizedBody(app.wsgi_app, app.config['MAX_CONTENT_LENGTH']))
     if app.config['TRUSTED_PROXIES']:
         # Only the proxies in front are believed about the caller's address
         # and scheme; with none, X-Forwarded-* from a caller is ignored.
@@ -48,3 +49,27 @@ class ResponseHeaders:
             headers.append(('X-Request-ID', request_id))
             return start_response(status, headers, exc_info)
         return self.wsgi_app(environ, start_with_headers)
+
+
+class SizedBody:
+    """WSGI middleware: a chunked request body (no Content-Length) is read
+    here, up to one byte past the limit, and handed on with its length.
+
+    Werkzeug checks MAX_CONTENT_LENGTH against Content-Length; a chunked
+    body has none, and its form parser then stops at the limit without a
+    word: fields past 64 KiB were silently dropped. With the length known,
+    Werkzeug answers 413 as it does for any other body too large.
+    """
+
+    def __init__(self, wsgi_app, max_length: int | None):
+        self.wsgi_app, self.max_length = wsgi_app, max_length
+
+    def __call__(self, environ, start_response):
+        # RFC 9112 §6.3: with Transfer-Encoding, any Content-Length is ignored.
+        if self.max_length is not None and 'chunked' in environ.get('HTTP_TRANSFER_ENCODING', '').lower():
+            body = environ['wsgi.input'].read(self.max_length + 1)
+            environ.update({'wsgi.input': io.BytesIO(body), 'CONTENT_LENGTH': str(len(body))})
+            # From here on the body is an ordinary one of known length.
+            environ.pop('HTTP_TRANSFER_ENCODING')
+            environ.pop('wsgi.input_terminated', None)
+        return self.wsgi_app(environ, start_response)

@@ -6,6 +6,7 @@ bounded in count and in time.
 import hashlib
 import json
 import shutil
+import socket
 import sqlite3
 import threading
 import time
@@ -303,3 +304,33 @@ def test_a_sqlite_file_deleted_or_replaced_under_the_server_is_noticed(start_gun
         answer = session.post(f'{server.url}/oauth/token', data=token_form(*credentials), timeout=10)
         assert answer.status_code == 503  # no token acknowledged into a file that is gone
         assert answer.json()['error'] == 'temporarily_unavailable'
+
+
+def post_chunked(url, body: bytes, chunk_size=8192) -> tuple[int, dict]:
+    """POST a form with Transfer-Encoding: chunked, as requests cannot be
+    made to; returns the status code and the JSON body."""
+    host, port = url.removeprefix('http://').split(':')
+    request = (b'POST /oauth/token HTTP/1.1\r\nHost: x\r\nConnection: close\r\n'
+               b'Content-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n')
+    for start in range(0, len(body), chunk_size):
+        chunk = body[start:start + chunk_size]
+        request += f'{len(chunk):x}\r\n'.encode() + chunk + b'\r\n'
+    with socket.create_connection((host, int(port)), timeout=20) as connection:
+        connection.sendall(request + b'0\r\n\r\n')
+        answer = b''
+        while data := connection.recv(65536):
+            answer += data
+    head, _, payload = answer.partition(b'\r\n\r\n')
+    return int(head.split()[1]), json.loads(payload)
+
+
+@pytest.mark.skipif('sqlite' not in SERVER_KINDS, reason='the first pass ran it')
+def test_a_chunked_body_over_the_limit_is_413_not_silently_cut(start_gunicorn, tmp_path):
+    database_url = f'sqlite:///{tmp_path}/chunked.sqlite'
+    server = start_gunicorn(database_url, workers=1)
+    client_id, secret = create_client(database_url)
+    fields = f'grant_type=client_credentials&client_id={client_id}&client_secret={secret}'.encode()
+    status, body = post_chunked(server.url, b'padding=' + b'a' * 1000 + b'&' + fields)
+    assert (status, body['token_type']) == (200, 'Bearer')  # a chunked body under the limit works
+    status, body = post_chunked(server.url, b'padding=' + b'a' * 70_000 + b'&' + fields)
+    assert (status, body['error']) == (413, 'invalid_request')
