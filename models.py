@@ -298,17 +298,19 @@ class Token(TokenRules, db.Model):
                                   .values(revoked_at=utcnow())).rowcount
 
     @classmethod
-    def purge(cls, batch: int = 5000) -> int:
-        """Delete expired and revoked tokens in small transactions, so a
-        running server is never locked out for long. Returns how many."""
+    def purge(cls, batch: int = 5000, batches: int | None = None) -> int:
+        """Delete expired and revoked tokens in small transactions (all of
+        them, or `batches` of them), so a running server is never locked out
+        for long. Returns how many."""
         dead = db.or_(cls.expires <= utcnow(), cls.revoked_at.is_not(None))
         deleted = 0
-        while True:
+        for _ in range(batches) if batches else iter(int, 1):  # iter(int, 1): for ever
             ids = db.session.scalars(db.select(cls.id).where(dead).limit(batch)).all()
             if not ids:
-                return deleted
+                break
             deleted += db.session.execute(db.delete(cls).where(cls.id.in_(ids))).rowcount
             db.session.commit()
+        return deleted
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,9 +20,9 @@ from oauthlib.oauth2.rfc6749 import errors
 from sqlalchemy.exc import SQLAlchemyError
 
 from models import Client, ClientView, Item, Token, TokenView, db
-from production import audit, cli, database, headers, settings
+from production import audit, cli, database, headers, housekeeping, settings
 from production import errors as error_responses
-from production.bruteforce import limit_failed_authentication
+from production.bruteforce import limit_failed_authentication, limit_token_issuance
 from production.provider import ClientCredentialsProvider, form_post
 from production.sqlite import check_file
 
@@ -37,6 +37,7 @@ headers.init_app(app)                       # request ids, security headers, tru
 error_responses.init_app(app)               # every error as JSON with its RFC error code
 limit_failed_authentication.init_app(app)   # brute-force limits (RFC 6749 §2.3.1)
 cli.init_app(app)                           # flask --app server create-client NAME, ...
+housekeeping.init_app(app)                  # dead tokens and counters deleted as it runs
 
 # --- The OAuth provider ---------------------------------------------------
 
@@ -63,6 +64,7 @@ def save_token(token, request, *args, **kwargs):
     # `token` is the very response the client gets. The one field set here is
     # expires_in (RFC 6749 §5.1), for a client with a lifetime of its own.
     # Earlier tokens stay valid: several instances of one service share a client.
+    limit_token_issuance(request.client)  # 429 past TOKENS_PER_CLIENT
     if request.client.token_lifetime:
         token['expires_in'] = request.client.token_lifetime
     token_id = Token.issue(request.client, token['access_token'], token.get('scope', ''), token['expires_in'])

@@ -87,10 +87,13 @@ class FailedAuthenticationLimiter:
             return response
         return limited
 
+    def first_in_window(self, limit, key: str) -> bool:
+        """True once per key and window of `limit`: one audit line for a
+        caller that keeps trying, not one a request (which would fill the disk)."""
+        return self.windows.hit(type(limit)(1, limit.multiples), 'said', key)
+
     def refuse(self, limit, key: str, retry_after: int):
-        # One audit line per throttled key and window, not one per refused
-        # request: a caller that keeps trying must not fill the disk.
-        if self.windows.hit(type(limit)(1, limit.multiples), 'throttled-said', key):
+        if self.first_in_window(limit, key):
             audit.event('authentication_throttled', presented_client_id(), limit=str(limit),
                         retry_after=retry_after)
         response = oauth_error_response(errors.TemporarilyUnavailableError(
@@ -105,6 +108,33 @@ class FailedAuthenticationLimiter:
 limit_failed_authentication = FailedAuthenticationLimiter()
 
 
+class TooManyTokens(errors.TemporarilyUnavailableError):
+    status_code = 429
+
+    def __init__(self, retry_after: int):
+        super().__init__(description='This client asks for too many tokens; reuse each until it nearly expires.')
+        self.retry_after = retry_after
+
+    @property
+    def headers(self):
+        return {'Retry-After': str(self.retry_after)}
+
+
+def limit_token_issuance(client) -> None:
+    """At most TOKENS_PER_CLIENT tokens a client, in the same storage as the
+    failure counts. No RFC asks it; without it one client could mint tokens
+    (rows) as fast as the server can write. Raises TooManyTokens (429)."""
+    limiter = limit_failed_authentication
+    if not limiter.enabled:
+        return
+    limit, key = parse_limit(limiter.config['TOKENS_PER_CLIENT']), f'client:{client.id}'
+    if not limiter.windows.hit(limit, 'tokens', key):
+        retry_after = max(1, int(limiter.windows.get_window_stats(limit, 'tokens', key).reset_time - time.time()))
+        if limiter.first_in_window(limit, key):
+            audit.event('token_issuance_throttled', client.client_id, limit=str(limit), retry_after=retry_after)
+        raise TooManyTokens(retry_after)
+
+
 class RateLimitCounter(db.Model):
     """One fixed-window counter of the rate limiter (see DatabaseStorage)."""
 
@@ -115,8 +145,10 @@ class RateLimitCounter(db.Model):
     expires_at: Mapped[float] = mapped_column(Float)  # Unix time
 
     @classmethod
-    def purge(cls) -> int:
-        result = db.session.execute(db.delete(cls).where(cls.expires_at <= time.time()))
+    def purge(cls, batch: int | None = None) -> int:
+        """Delete expired counters (at most `batch` of them); how many."""
+        expired = db.select(cls.name).where(cls.expires_at <= time.time()).limit(batch)
+        result = db.session.execute(db.delete(cls).where(cls.name.in_(expired)))
         db.session.commit()
         return result.rowcount
 

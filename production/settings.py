@@ -22,10 +22,17 @@ DEFAULTS = {
     # from one address (never per client id alone: README, Security).
     'AUTH_FAILURES_PER_ADDRESS': '10 per minute',
     'AUTH_FAILURES_PER_CLIENT_ADDRESS': '5 per minute',
+    # Tokens one client may get; generous: a client reuses each token for its lifetime.
+    'TOKENS_PER_CLIENT': '600 per minute',
     'RATELIMIT_ENABLED': True,
     'RATELIMIT_STORAGE_URI': 'memory://',  # one process; "database://" or "redis://host" for several
     'TRUSTED_PROXIES': 0,  # reverse proxies in front whose X-Forwarded-* headers are believed
     'AUDIT_LOG_FILE': None,  # JSON lines; None means standard error
+    # Dead tokens and expired rate-limit counters are deleted PURGE_BATCH at a
+    # time after every PURGE_EVERY requests of a process (0: never; cron's
+    # `flask --app server purge-tokens` still works).
+    'PURGE_EVERY': 1000,
+    'PURGE_BATCH': 1000,
 }
 
 

@@ -139,6 +139,7 @@ def test_the_sqlite_log_reaches_the_database_and_starts_over_under_steady_writes
     # writes the database file itself in WAL mode. Under steady writes the
     # log must also start over, or it grows without end.
     monkeypatch.setattr(sqlite_writers, 'CHECKPOINT_INTERVAL', 0.2)
+    monkeypatch.setitem(app.config, 'TOKENS_PER_CLIENT', '1000000 per minute')  # one client, thousands of tokens
     time.sleep(1.1)  # a thread already running sleeps out its one-second wait first
     database_file = db.engine.url.database
     with db.engine.connect() as connection:
@@ -172,6 +173,7 @@ def test_a_long_reader_holds_the_sqlite_log_back_is_logged_once_and_the_log_is_c
     limit = 256 * 1024
     monkeypatch.setattr(production.sqlite, 'JOURNAL_SIZE_LIMIT', limit)
     monkeypatch.setattr(sqlite_writers, 'CHECKPOINT_INTERVAL', 0.1)
+    monkeypatch.setitem(app.config, 'TOKENS_PER_CLIENT', '1000000 per minute')  # one client, hundreds of tokens
     db.engine.dispose()  # connections made from now on have the smaller limit
     time.sleep(1.1)  # a thread already running sleeps out its one-second wait first
     log_file = db.engine.url.database + '-wal'

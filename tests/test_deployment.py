@@ -33,6 +33,9 @@ def database_url(request, tmp_path):
 @pytest.fixture
 def gunicorn(database_url, start_gunicorn):
     def start(workers=2, url=None, wait_for_health=True, **env):
+        # The load here mints tokens for one client far faster than any real
+        # one should; TOKENS_PER_CLIENT itself is tested in test_hardening.py.
+        env.setdefault('FLASK_TOKENS_PER_CLIENT', '"1000000 per minute"')
         return start_gunicorn(url or database_url, workers, wait_for_health, **env)
     return start
 

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 import requests
-from conftest import DATABASE_URL, ROOT, TOKEN_URL, basic_header, bearer, free_port, token_form, wait_for_port
+from conftest import DATABASE_URL, ROOT, TOKEN_URL, basic_header, bearer, count, free_port, token_form, wait_for_port
 
-from models import Client, db
+from models import Client, Token, db
 
 
 def from_address(address):
@@ -267,3 +267,16 @@ def test_throttling_changes_nothing_in_the_database(http, credentials):
     db.session.expire_all()
     client = Client.find(credentials[0])
     assert client.disabled is False and client.check_secret(credentials[1])
+
+
+def test_a_client_minting_too_many_tokens_gets_429_and_others_do_not(app, http, make_client, monkeypatch,
+                                                                    no_credentials_in_logs):
+    monkeypatch.setitem(app.config, 'TOKENS_PER_CLIENT', '3 per minute')
+    busy, other = make_client('busy'), make_client('other')
+    assert [http.post(TOKEN_URL, data=token_form(*busy)).status_code for _ in range(3)] == [200] * 3
+    for _ in range(3):
+        refused = http.post(TOKEN_URL, data=token_form(*busy))
+        assert_throttled(refused)
+    assert count(Token) == 3  # nothing stored for the refused ones
+    assert http.post(TOKEN_URL, data=token_form(*other)).status_code == 200
+    assert sum('"token_issuance_throttled"' in line for line in no_credentials_in_logs) == 1

@@ -59,3 +59,24 @@ def test_generated_credentials_never_look_like_options(make_client):
     # 1 in 64 URL-safe strings starts with "-": 300 draws would hit one.
     from models import random_credential
     assert not any(random_credential(16).startswith('-') for _ in range(300))
+
+
+def test_dead_tokens_and_expired_counters_are_purged_as_the_server_runs(app, http, credentials, token, monkeypatch):
+    from datetime import timedelta
+
+    from models import utcnow
+    from production.bruteforce import RateLimitCounter
+    monkeypatch.setitem(app.config, 'PURGE_EVERY', 3)
+    monkeypatch.setitem(app.config, 'PURGE_BATCH', 2)
+    client_pk = Client.find(credentials[0]).id
+    past = utcnow() - timedelta(hours=2)
+    for number in range(5):
+        db.session.add(Token(access_token_hash=f'{number:064d}', client_pk=client_pk, scope='read',
+                             issued_at=past, expires=past + timedelta(hours=1)))
+        db.session.add(RateLimitCounter(name=f'expired-{number}', count=1, expires_at=0.0))
+    db.session.commit()
+    assert (count(Token), count(RateLimitCounter)) == (6, 5)
+    for _ in range(3):  # exactly one of any three requests in a row purges one batch
+        assert http.get('/healthz').status_code == 200
+    assert (count(Token), count(RateLimitCounter)) == (4, 3)
+    assert http.get('/api/me', headers=bearer(token)).status_code == 200  # the live token is kept
