@@ -8,6 +8,7 @@ import base64
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -41,6 +42,10 @@ SERVER_KINDS = ['postgresql'] if DATABASE_URL.startswith('postgresql') else ['sq
 
 def pytest_report_header(config):
     return f'database: {DATABASE_URL}'
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(_TMP, ignore_errors=True)  # the suite's SQLite database and anything beside it
 
 
 @pytest.fixture(scope='session')
@@ -257,14 +262,16 @@ class Gunicorn:
                  '--graceful-timeout', '5', 'server:app'],
                 cwd=ROOT, env={**os.environ, 'DATABASE_URL': self.database_url, **self.env},
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 30
+        # A busy machine may take seconds to answer the first request: any
+        # request error is tried again until the deadline.
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             assert self.process.poll() is None, self.log_path.read_text()
             try:
-                answer = requests.get(f'{self.url}/healthz', timeout=2)
+                answer = requests.get(f'{self.url}/healthz', timeout=max(1, deadline - time.monotonic()))
                 if answer.status_code == 200 or not wait_for_health:
                     return self
-            except requests.ConnectionError:
+            except requests.RequestException:
                 pass
             time.sleep(0.1)
         raise RuntimeError(f'gunicorn did not become healthy: {self.log_path.read_text()}')
@@ -279,3 +286,26 @@ class Gunicorn:
 
     def kill(self):
         self.signal(signal.SIGKILL)
+
+
+@pytest.fixture
+def redis_url(tmp_path):
+    """A redis-server of the test's own on a free loopback port, stopped by
+    its process id when the test ends. Without redis-server the test skips,
+    except under CI=true, where it fails (.ci/run installs it)."""
+    binary = shutil.which('redis-server')
+    if binary is None:
+        if os.environ.get('CI') == 'true':
+            pytest.fail('redis-server is not installed')
+        pytest.skip('redis-server is not installed (apt-get install redis-server)')
+    port = free_port()
+    with open(tmp_path / 'redis.log', 'w') as log:
+        process = subprocess.Popen([binary, '--port', str(port), '--bind', '127.0.0.1', '--save', '',
+                                    '--appendonly', 'no', '--dir', str(tmp_path)],
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for_port(port, process)
+        yield f'redis://127.0.0.1:{port}'
+    finally:
+        process.kill()
+        process.wait(timeout=30)

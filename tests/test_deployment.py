@@ -5,9 +5,12 @@ bounded in count and in time.
 """
 import hashlib
 import json
+import os
 import shutil
+import signal
 import socket
 import sqlite3
+import subprocess
 import threading
 import time
 import uuid
@@ -15,7 +18,7 @@ import uuid
 import pytest
 import requests
 import sqlalchemy as sa
-from conftest import SERVER_KINDS, bearer, create_client, free_port, run_python, token_form
+from conftest import ROOT, SERVER_KINDS, bearer, create_client, free_port, run_python, token_form, wait_for_port
 
 
 def empty_database(request, tmp_path, kind):
@@ -337,3 +340,87 @@ def test_a_chunked_body_over_the_limit_is_413_not_silently_cut(start_gunicorn, t
     assert (status, body['token_type']) == (200, 'Bearer')  # a chunked body under the limit works
     status, body = post_chunked(server.url, b'padding=' + b'a' * 70_000 + b'&' + fields)
     assert (status, body['error']) == (413, 'invalid_request')
+
+
+@pytest.mark.skipif('sqlite' not in SERVER_KINDS, reason='the first pass ran it')
+def test_two_app_servers_share_failure_counts_through_redis(start_gunicorn, tmp_path, redis_url):
+    database_url = f'sqlite:///{tmp_path}/shared.sqlite'
+    servers = [start_gunicorn(database_url, workers=1, FLASK_RATELIMIT_STORAGE_URI=redis_url) for _ in range(2)]
+    victim = create_client(database_url)
+    session = requests.Session()
+
+    def attempt(server, client_id, guess='wrong'):
+        return session.post(f'{server.url}/oauth/token', data=token_form(client_id, guess), timeout=10).status_code
+    # One client id guessed from one address, the attempts spread over both servers.
+    assert [attempt(servers[n % 2], victim[0]) for n in range(5)] == [401] * 5
+    assert [attempt(server, *victim) for server in servers] == [429, 429]
+    # Ten ids from one address: the address's limit, also counted across both.
+    assert [attempt(servers[n % 2], f'nobody-{n}') for n in range(5)] == [401] * 5
+    assert [attempt(server, 'nobody-else') for server in servers] == [429, 429]
+
+
+@pytest.fixture
+def nginx_in_front(tmp_path):
+    """nginx with deploy/nginx.conf, on a free loopback port, in front of the
+    given gunicorn; stopped by its process id when the test ends."""
+    binary = shutil.which('nginx') or ('/usr/sbin/nginx' if os.path.exists('/usr/sbin/nginx') else None)
+    if binary is None:
+        if os.environ.get('CI') == 'true':
+            pytest.fail('nginx is not installed')
+        pytest.skip('nginx is not installed (apt-get install nginx)')
+    started = []
+
+    def start(upstream_url):
+        port = free_port()
+        server_block = (ROOT / 'deploy' / 'nginx.conf').read_text()
+        server_block = server_block.replace('127.0.0.1:8080', f'127.0.0.1:{port}').replace(
+            'http://127.0.0.1:8000', upstream_url)
+        # user root: the test's temporary folders are root's alone.
+        (tmp_path / 'nginx.conf').write_text(
+            f'user root;\nworker_processes 1;\npid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/nginx.log;\n'
+            f'events {{ worker_connections 256; }}\n'
+            f'http {{ access_log off; client_body_temp_path {tmp_path}/body; proxy_temp_path {tmp_path}/proxy;\n'
+            f'{server_block}\n}}\n')
+        process = subprocess.Popen([binary, '-p', str(tmp_path), '-c', str(tmp_path / 'nginx.conf'),
+                                    '-g', 'daemon off;'], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        started.append(process)
+        wait_for_port(port, process)
+        return f'http://127.0.0.1:{port}'
+    yield start
+    for process in started:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+
+
+@pytest.mark.skipif('sqlite' not in SERVER_KINDS, reason='the first pass ran it')
+def test_slow_clients_do_not_freeze_the_documented_deployment(start_gunicorn, nginx_in_front, tmp_path):
+    server = start_gunicorn(f'sqlite:///{tmp_path}/slow.sqlite', workers=2, FLASK_TRUSTED_PROXIES='1')
+    url = nginx_in_front(server.url)
+    host, port = url.removeprefix('http://').split(':')
+    stop, slow = threading.Event(), []
+
+    def trickle():  # a request's headers, a byte every half second, for at most 8 s
+        with socket.create_connection((host, int(port)), timeout=10) as connection:
+            slow.append(connection)
+            for byte in b'POST /oauth/token HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n':
+                if stop.wait(0.5):
+                    return
+                connection.send(bytes([byte]))
+    trickling = [threading.Thread(target=trickle) for _ in range(10)]
+    for thread in trickling:
+        thread.start()
+    try:
+        time.sleep(1.5)  # every slow client is connected and sending
+        assert len(slow) == 10
+        session, answered_in = requests.Session(), []
+        for _ in range(10):
+            started = time.monotonic()
+            assert session.get(f'{url}/healthz', timeout=10).status_code == 200
+            answered_in.append(time.monotonic() - started)
+            time.sleep(0.3)
+        assert max(answered_in) < 1.0, answered_in
+    finally:
+        stop.set()
+        for thread in trickling:
+            thread.join(timeout=30)
