@@ -38,7 +38,11 @@ DEFAULT_ENDPOINTS = {'token_endpoint': 'oauth/token', 'revocation_endpoint': 'oa
                      'introspection_endpoint': 'oauth/introspect'}
 
 
-ERROR_HINTS = {'invalid_client': 'the server rejected the client id or secret'}
+ERROR_HINTS = {  # for servers that give no error_description
+    'invalid_client': 'the server rejected the client id or secret',
+    'invalid_scope': 'this client may not ask for that scope (see --scope)',
+    'unauthorized_client': 'this client may not get tokens',
+}
 
 
 class ClientError(Exception):
@@ -62,6 +66,8 @@ def json_answer(response: requests.Response) -> dict:
                           f'with {response.headers.get("Content-Type") or "no content type"}, not JSON') from None
     if not isinstance(body, dict):
         raise ClientError(f'{response.url} answered JSON that is not an object')
+    if response.status_code == 404:
+        raise ClientError(f'{response.url} does not exist (HTTP 404): is --server the authorization server?')
     if response.status_code >= 400:
         raise OAuthError(response.status_code, str(body.get('error') or f'HTTP {response.status_code}'),
                          body.get('error_description'))
@@ -194,6 +200,9 @@ class ApiClient:
             return operation(*args, **kwargs)
         except requests.Timeout:
             raise ClientError(f'{self.server} did not answer within {self.timeout} s') from None
+        except requests.exceptions.SSLError:
+            raise ClientError(f'the TLS handshake with {self.server} failed: does it serve HTTPS? '
+                              '(python server.py serves plain http://)') from None
         except requests.ConnectionError:
             raise ClientError(f'cannot connect to {self.server} (is the server running?)') from None
         except requests.RequestException as error:
@@ -285,7 +294,12 @@ def main(argv: list[str] | None = None) -> int:
     except ClientError as error:
         print(f'client.py: {error}', file=sys.stderr)
         return 1
-    print(json.dumps(result, indent=2))
+    try:
+        print(json.dumps(result, indent=2), flush=True)
+    except BrokenPipeError:
+        # The reader left early (`client.py | head -2`): not an error. Point
+        # stdout at nothing so that Python's exit does not fail flushing it.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

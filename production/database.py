@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase
 
-from production.sqlite import sqlite_writers
+from production.sqlite import database_file, remember_file, sqlite_writers
 
 
 class Base(DeclarativeBase):
@@ -39,6 +39,8 @@ migrate = flask_migrate.Migrate(directory=str(MIGRATIONS), render_as_batch=True,
 def init_app(app) -> None:
     db.init_app(app)
     migrate.init_app(app, db)
+    with app.app_context():
+        remember_file(database_file(db.engine))  # SQLite: the file as it is now (production/sqlite.py)
     app.teardown_request(close_connection)
     app.teardown_appcontext(close_connection)  # a command, or a context without a request
     app.before_request(upgrade_schema_on_first_request)

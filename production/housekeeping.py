@@ -1,7 +1,8 @@
-"""Housekeeping without a cron: dead tokens (expired or revoked) and expired
-rate-limit counters are deleted a small batch at a time, after every
-PURGE_EVERY requests a process serves, so the tables stay the size of what
-is alive. `flask --app server purge-tokens` deletes all of them at once.
+"""Housekeeping without a cron: expired tokens and expired rate-limit
+counters are deleted a small batch at a time, after every PURGE_EVERY
+requests a process serves, so the tables stay the size of what is alive.
+A revoked token goes when it expires; `flask --app server purge-tokens`
+deletes revoked and expired ones at once.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def init_app(app) -> None:
         if not every or next(served) % every:
             return
         try:
-            Token.purge(app.config['PURGE_BATCH'], batches=1)
+            Token.purge(app.config['PURGE_BATCH'], batches=1, revoked=False)  # an index range, never a scan
             RateLimitCounter.purge(app.config['PURGE_BATCH'])
         except SQLAlchemyError as failure:  # the next round tries again; the request is answered already
             db.session.rollback()

@@ -5,6 +5,9 @@ FLASK_RATELIMIT_ENABLED=false is False), and DATABASE_URL names the database.
 """
 import os
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 from models import random_credential
 
 DEFAULTS = {
@@ -36,12 +39,30 @@ DEFAULTS = {
 }
 
 
+def database_url(url: str) -> str:
+    """DATABASE_URL as SQLAlchemy takes it. postgres:// and postgresql://,
+    what hosting platforms hand out, mean PostgreSQL through psycopg 3; any
+    other database, or no URL at all, stops the program with one line
+    (SystemExit), not a traceback."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise SystemExit(f'DATABASE_URL is not a database URL: {url[:80]!r} '
+                         '(e.g. sqlite:///oauth.sqlite or postgresql://user:password@host/dbname)') from None
+    if parsed.drivername in ('postgres', 'postgresql'):
+        parsed = parsed.set(drivername='postgresql+psycopg')
+    if parsed.drivername not in ('sqlite', 'postgresql+psycopg'):
+        raise SystemExit(f'DATABASE_URL is a {parsed.drivername} URL; this server runs on '
+                         'SQLite (sqlite:///path) or PostgreSQL (postgresql://user:password@host/dbname)')
+    return parsed.render_as_string(hide_password=False)
+
+
 def configure(app) -> None:
     """The defaults, then whatever the environment overrides."""
     app.config.update(DEFAULTS)
     app.config.from_prefixed_env()
     if os.environ.get('DATABASE_URL'):
-        app.config['SQLALCHEMY_DATABASE_URI'] = os.environ['DATABASE_URL']
+        app.config['SQLALCHEMY_DATABASE_URI'] = database_url(os.environ['DATABASE_URL'])
     if not app.config['SQLALCHEMY_DATABASE_URI'].startswith('sqlite'):
         # Test each pooled connection before use, so the app survives a database
         # server restart. SQLite has no server to lose: the test would be wasted.

@@ -42,27 +42,28 @@ def configure_connection(dbapi_connection, connection_record) -> None:
     for pragma in ('journal_mode=WAL', 'synchronous=NORMAL', 'busy_timeout=10000', 'foreign_keys=ON',
                    f'journal_size_limit={JOURNAL_SIZE_LIMIT}'):
         dbapi_connection.execute(f'PRAGMA {pragma}').close()
-    remember_file(dbapi_connection)
+    remember_file(dbapi_connection.execute('PRAGMA database_list').fetchone()[2])  # (seq, name, file)
 
 
-# The database file each process opened first, by (device, inode): a file
+# The database file each process opened, by (device, inode), from when the
+# app starts (or its first connection, for a file not there yet): a file
 # deleted or replaced under a running server is noticed, not written blindly.
-_opened_files: dict[tuple[str, int], tuple[int, int]] = {}
+# A process forked from one that knows the file knows it too.
+_opened_files: dict[str, tuple[int, int]] = {}
 
 
-def remember_file(dbapi_connection: sqlite3.Connection) -> None:
-    path = dbapi_connection.execute('PRAGMA database_list').fetchone()[2]  # (seq, name, file)
-    if path:  # not in memory
+def remember_file(path: str | None) -> None:
+    if path:
         with contextlib.suppress(OSError):
             stat = os.stat(path)
-            _opened_files.setdefault((os.path.abspath(path), os.getpid()), (stat.st_dev, stat.st_ino))
+            _opened_files.setdefault(os.path.abspath(path), (stat.st_dev, stat.st_ino))
 
 
 def check_file(engine: Engine) -> None:
     """Raise OperationalError (a 503) if the file at the configured path is
     no longer the one this process opened: deleted, moved or replaced."""
     database = database_file(engine)
-    opened = database and _opened_files.get((os.path.abspath(database), os.getpid()))
+    opened = database and _opened_files.get(os.path.abspath(database))
     if not opened:
         return
     try:

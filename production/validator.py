@@ -70,7 +70,19 @@ class ClientCredentialsValidator(OAuth2RequestValidator):
         # parameter counts as omitted, so it means all of the client's scopes.
         # oauthlib reads scope="" as one scope named "".
         request.scopes = scope_to_list(' '.join(scopes)) or client.default_scopes
-        return client.validate_scopes(request.scopes)
+        if not client.validate_scopes(request.scopes):
+            # RFC 6749 §5.2 invalid_scope, saying what the client may ask for.
+            raise errors.InvalidScopeError(
+                description=f'This client may ask for: {client.scope or "no scope at all"}.', request=request)
+        return True
+
+    def validate_grant_type(self, client_id, grant_type, client, request, *args, **kwargs):
+        if grant_type not in client.allowed_grant_types:
+            # RFC 6749 §5.2 unauthorized_client, saying why.
+            raise errors.UnauthorizedClientError(
+                description='This client may not get tokens: it is registered to revoke or introspect only.',
+                request=request)
+        return super().validate_grant_type(client_id, grant_type, client, request, *args, **kwargs)
 
     def validate_bearer_token(self, token, scopes, request):
         # RFC 6750 §3.1: tell a missing token, a bad one and a missing scope apart,

@@ -95,3 +95,26 @@ def test_an_unusable_database_is_one_line_and_exit_1(tmp_path):
     assert result.stderr.strip().startswith('Error: cannot use the database:')
     assert len(result.stderr.strip().splitlines()) == 1
 
+
+
+@pytest.mark.parametrize(('url', 'said'), [
+    ('garbage', "DATABASE_URL is not a database URL: 'garbage'"),
+    ('mysql://user@127.0.0.1/db', 'DATABASE_URL is a mysql URL; this server runs on SQLite'),
+    ('postgresql+asyncpg://user@127.0.0.1/db', 'DATABASE_URL is a postgresql+asyncpg URL;'),
+])
+@pytest.mark.parametrize('command', [('-m', 'flask', '--app', 'server', 'list-clients'), ('server.py', '--port', '1')])
+def test_an_unsupported_database_url_is_one_line_and_exit_1(url, said, command):
+    result = run_python(*command, env={'DATABASE_URL': url})
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]  # one line
+    assert result.stderr.startswith(said)
+
+
+def test_postgres_urls_as_hosting_platforms_give_them_work(postgres):
+    # postgres:// and postgresql:// (no driver named) mean psycopg 3.
+    for scheme in ('postgres', 'postgresql'):
+        url = postgres.create_database(f'scheme_{scheme}').replace('postgresql+psycopg://', f'{scheme}://')
+        created = run_python('-m', 'flask', '--app', 'server', 'create-client', 'svc', '--json',
+                             env={'DATABASE_URL': url})
+        assert created.returncode == 0, created.stderr
+        assert json.loads(created.stdout)['name'] == 'svc'

@@ -2,6 +2,8 @@
 import http.server
 import json
 import socket
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -233,3 +235,52 @@ def test_script_revoke_and_introspect(live_server, credentials, capsys):
     assert client_module.main([*args, 'revoke']) == 0  # the token this run gets
     db.session.expire_all()
     assert all(t.revoked_at is not None for t in db.session.scalars(db.select(Token)))
+
+
+def script_error(capsys, *args) -> str:
+    """The one line client.py prints on stderr when it fails (exit 1)."""
+    assert client_module.main(list(args)) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ''
+    [line] = captured.err.strip().splitlines()
+    return line
+
+
+def test_script_says_which_scopes_a_client_may_ask_for(live_server, make_client, capsys):
+    client_id, secret = make_client(scope='read')
+    line = script_error(capsys, '--server', live_server, '--client-id', client_id, '--client-secret', secret,
+                        '--scope', 'write')
+    assert line == 'client.py: invalid_scope: This client may ask for: read.'
+
+
+def test_script_says_a_client_may_not_get_tokens(live_server, make_client, capsys):
+    client_id, secret = make_client(grant_types='')
+    line = script_error(capsys, '--server', live_server, '--client-id', client_id, '--client-secret', secret)
+    assert line == ('client.py: unauthorized_client: '
+                    'This client may not get tokens: it is registered to revoke or introspect only.')
+
+
+def test_script_says_a_wrong_server_path_is_not_found(live_server, credentials, capsys):
+    line = script_error(capsys, '--server', f'{live_server}/nothing-here/', '--client-id', credentials[0],
+                        '--client-secret', credentials[1])
+    assert line.startswith(f'client.py: {live_server}/nothing-here/oauth/token does not exist (HTTP 404)')
+
+
+def test_script_says_https_against_plain_http_is_a_tls_problem(live_server, credentials, capsys):
+    line = script_error(capsys, '--server', live_server.replace('http://', 'https://'), '--client-id',
+                        credentials[0], '--client-secret', credentials[1])
+    assert 'TLS handshake' in line and 'does it serve HTTPS?' in line
+
+
+def test_script_piped_into_a_reader_that_leaves_early_prints_no_traceback(live_server, credentials):
+    from conftest import ROOT
+    # `client.py | head -c 0`: the reader is gone before the answer is written.
+    script = subprocess.Popen([sys.executable, 'client.py', '--server', live_server, '--client-id', credentials[0],
+                               '--client-secret', credentials[1]], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    reader = subprocess.run(['head', '-c', '0'], stdin=script.stdout, capture_output=True, timeout=60)
+    script.stdout.close()  # only the reader held the pipe's other end
+    _, errors = script.communicate(timeout=60)
+    assert reader.returncode == 0
+    assert errors == b''
+    assert script.returncode == 0
