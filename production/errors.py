@@ -65,4 +65,6 @@ def http_error_response(error: HTTPException):
     for key, value in error.get_headers():
         if key.lower() != 'content-type':
             response.headers[key] = value
+    if 'Allow' in response.headers:  # 405: Werkzeug lists the methods in set order, which varies by process
+        response.headers['Allow'] = ', '.join(sorted(error.valid_methods))
     return response
