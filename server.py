@@ -37,7 +37,7 @@ headers.init_app(app)                       # request ids, security headers, tru
 error_responses.init_app(app)               # every error as JSON with its RFC error code
 limit_failed_authentication.init_app(app)   # brute-force limits (RFC 6749 §2.3.1)
 cli.init_app(app)                           # flask --app server create-client NAME, ...
-housekeeping.init_app(app)                  # dead tokens and counters deleted as it runs
+housekeeping.init_app(app)                  # expired tokens and counters deleted as it runs
 
 # --- The OAuth provider ---------------------------------------------------
 

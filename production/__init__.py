@@ -7,7 +7,8 @@ server.py joins each of them with one line; read it first.
     sqlite       SQLite's settings, its writers' queue and log checkpoints
     validator    Flask-OAuthlib's request validator, corrected to the RFCs
     provider     Flask-OAuthlib's OAuth2Provider, corrected and extended
-    bruteforce   limits on failed client authentication (RFC 6749 §2.3.1)
+    bruteforce   limits on failed client authentication (RFC 6749 §2.3.1), and on tokens a client gets
+    housekeeping expired tokens and rate-limit counters deleted as the server runs
     audit        one JSON line per security event
     headers      request ids, security headers, trusted proxies
     errors       every error as JSON with its RFC error code

@@ -193,6 +193,17 @@ def wait_for_port(port, process=None, timeout=20):
     raise RuntimeError(f'nothing listening on port {port} after {timeout} s')
 
 
+def stop_process(process, timeout=10):
+    """Stop a server the test started, by its process id: politely, then for sure."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=30)
+
+
 def run_python(*args, env=None, timeout=60, **kwargs):
     """Run one of the project's scripts as a user would, with a bounded time."""
     return subprocess.run([sys.executable, *args], cwd=ROOT, env={**os.environ, **(env or {})},

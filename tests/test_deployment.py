@@ -424,3 +424,30 @@ def test_slow_clients_do_not_freeze_the_documented_deployment(start_gunicorn, ng
         stop.set()
         for thread in trickling:
             thread.join(timeout=30)
+
+
+@pytest.mark.skipif('sqlite' not in SERVER_KINDS, reason='the first pass ran it')
+def test_postgresql_from_zero_as_the_readme_says(postgres, start_gunicorn):
+    import psycopg
+    # The README's first two commands, as PostgreSQL's superuser.
+    with psycopg.connect(f'host=127.0.0.1 port={postgres.port} user=postgres dbname=postgres',
+                         autocommit=True) as superuser:
+        superuser.execute("CREATE ROLE oauth_zero LOGIN PASSWORD 'change-me'")
+        superuser.execute('CREATE DATABASE oauth_zero OWNER oauth_zero')
+    url = f'postgresql://oauth_zero:change-me@127.0.0.1:{postgres.port}/oauth_zero'  # as a platform gives it
+    upgraded = run_python('-m', 'flask', '--app', 'server', 'db', 'upgrade', env={'DATABASE_URL': url})
+    assert upgraded.returncode == 0, upgraded.stderr
+    created = run_python('-m', 'flask', '--app', 'server', 'create-client', 'my-service', '--scope', 'read write',
+                         '--json', env={'DATABASE_URL': url})
+    assert created.returncode == 0, created.stderr
+    client = json.loads(created.stdout)
+    server = start_gunicorn(url, workers=2, FLASK_TRUSTED_PROXIES='1')
+    answer = run_python('client.py', '--server', server.url, '--client-id', client['client_id'],
+                        '--client-secret', client['client_secret'])
+    assert answer.returncode == 0, answer.stderr
+    assert json.loads(answer.stdout) == {'client_id': client['client_id'], 'name': 'my-service',
+                                         'scope': 'read write'}
+    # No demo client in a fresh database: the demo credentials are refused.
+    demo = run_python('client.py', '--server', server.url)
+    assert demo.returncode == 1
+    assert demo.stderr.startswith('client.py: invalid_client')

@@ -5,28 +5,28 @@ import subprocess
 import sys
 
 import pytest
-from conftest import DATABASE_URL, ROOT, free_port, run_python, wait_for_port
+from conftest import DATABASE_URL, ROOT, free_port, run_python, stop_process, wait_for_port
 
 
 @pytest.fixture
-def start_server():
-    """start_server(*args) -> (base URL, process): server.py on a free loopback port,
-    on the suite's database (emptied before each test)."""
+def start_server(tmp_path):
+    """start_server(*args) -> (base URL, process, log): server.py on a free loopback
+    port, on the suite's database (emptied before each test); its output goes
+    to the log file (a pipe nobody reads would fill and freeze it)."""
     processes = []
 
     def start(*args):
-        port = free_port()
-        process = subprocess.Popen(
-            [sys.executable, 'server.py', '--port', str(port), *args], cwd=ROOT,
-            env={**os.environ, 'DATABASE_URL': DATABASE_URL},
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        port, log = free_port(), tmp_path / f'server-{len(processes)}.log'
+        with open(log, 'w') as output:
+            process = subprocess.Popen(
+                [sys.executable, 'server.py', '--port', str(port), *args], cwd=ROOT,
+                env={**os.environ, 'DATABASE_URL': DATABASE_URL}, stdout=output, stderr=subprocess.STDOUT)
         processes.append(process)
         wait_for_port(port, process)
-        return f'http://127.0.0.1:{port}', process
+        return f'http://127.0.0.1:{port}', process, log
     yield start
     for process in processes:
-        process.terminate()
-        process.wait(timeout=10)
+        stop_process(process)
 
 
 def client(server, *args):
@@ -34,7 +34,7 @@ def client(server, *args):
 
 
 def test_server_then_client(start_server):
-    server, process = start_server()
+    server, process, log = start_server()
     result = client(server)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {'client_id': 'demo-client', 'name': 'Demo client',
@@ -43,24 +43,23 @@ def test_server_then_client(start_server):
     assert added.returncode == 0 and json.loads(added.stdout)['name'] == 'pens'
     listed = client(server, '--scope', 'read', 'items')
     assert [item['name'] for item in json.loads(listed.stdout)['items']] == ['pens']
-    process.terminate()
-    banner = process.communicate(timeout=10)[0]
+    stop_process(process)
+    banner = log.read_text()
     assert 'client_id=demo-client client_secret=demo-secret' in banner
     assert 'local use only' in banner
 
 
 def test_data_survives_a_restart(start_server):
-    server, process = start_server()
+    server, process, _ = start_server()
     assert client(server, 'add-item', 'kept').returncode == 0
-    process.terminate()
-    process.wait(timeout=10)
-    server, _ = start_server()
+    stop_process(process)
+    server, _, _ = start_server()
     listed = client(server, 'items')
     assert [item['name'] for item in json.loads(listed.stdout)['items']] == ['kept']
 
 
 def test_client_errors_are_one_line_and_exit_1(start_server):
-    server, _ = start_server()
+    server, _, _ = start_server()
     for args, message in [
         (['--client-secret', 'wrong'], 'client.py: invalid_client'),
         (['--scope', 'read', 'add-item', 'x'], 'client.py: insufficient_scope'),
@@ -74,7 +73,7 @@ def test_client_errors_are_one_line_and_exit_1(start_server):
 
 
 def test_no_demo_means_no_demo_client(start_server):
-    server, _ = start_server('--no-demo')
+    server, _, _ = start_server('--no-demo')
     result = client(server)
     assert result.returncode == 1
     assert 'invalid_client' in result.stderr

@@ -9,7 +9,18 @@ import sys
 
 import pytest
 import requests
-from conftest import DATABASE_URL, ROOT, TOKEN_URL, basic_header, bearer, count, free_port, token_form, wait_for_port
+from conftest import (
+    DATABASE_URL,
+    ROOT,
+    TOKEN_URL,
+    basic_header,
+    bearer,
+    count,
+    free_port,
+    stop_process,
+    token_form,
+    wait_for_port,
+)
 
 from models import Client, Token, db
 
@@ -131,8 +142,7 @@ def server_process(tmp_path):
         return f'http://127.0.0.1:{port}'
     yield start
     for process in processes:
-        process.terminate()
-        process.wait(timeout=10)
+        stop_process(process)
 
 
 def test_forwarded_for_is_ignored_without_trusted_proxies(server_process):
