@@ -180,7 +180,7 @@ def live_server(app):
     thread.join(timeout=5)
 
 
-def wait_for_port(port, process=None, timeout=20):
+def wait_for_port(port, process=None, timeout=60):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
