@@ -9,6 +9,7 @@ only as a salted hash, an access token only as its SHA-256 digest.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 import secrets
 from dataclasses import dataclass, fields
@@ -308,7 +309,7 @@ class Token(TokenRules, db.Model):
         the whole table: fine for a command, not after every 1,000 requests."""
         dead = db.or_(cls.expires <= utcnow(), cls.revoked_at.is_not(None)) if revoked else cls.expires <= utcnow()
         deleted = 0
-        for _ in range(batches) if batches else iter(int, 1):  # iter(int, 1): for ever
+        for _ in range(batches) if batches else itertools.count():  # until none is left
             ids = db.session.scalars(db.select(cls.id).where(dead).limit(batch)).all()
             if not ids:
                 break
