@@ -25,7 +25,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from production import audit
 from production.database import db
-from production.errors import oauth_error_response
+from production.errors import RetryLater, oauth_error_response
 from production.validator import client_credentials
 
 
@@ -96,10 +96,7 @@ class FailedAuthenticationLimiter:
         if self.first_in_window(limit, key):
             audit.event('authentication_throttled', presented_client_id(), limit=str(limit),
                         retry_after=retry_after)
-        response = oauth_error_response(errors.TemporarilyUnavailableError(
-            description='Too many failed authentications; try again later.', status_code=429))
-        response.headers['Retry-After'] = str(retry_after)
-        return response
+        return oauth_error_response(RetryLater('Too many failed authentications; try again later.', retry_after))
 
     def reset(self) -> None:
         self.storage.reset()
@@ -107,18 +104,6 @@ class FailedAuthenticationLimiter:
 
 
 limit_failed_authentication = FailedAuthenticationLimiter()
-
-
-class TooManyTokens(errors.TemporarilyUnavailableError):
-    status_code = 429
-
-    def __init__(self, retry_after: int):
-        super().__init__(description='This client asks for too many tokens; reuse each until it nearly expires.')
-        self.retry_after = retry_after
-
-    @property
-    def headers(self):
-        return {'Retry-After': str(self.retry_after)}
 
 
 class IssuanceCounter:
@@ -153,7 +138,7 @@ issuance = IssuanceCounter()
 def limit_token_issuance(client) -> None:
     """At most TOKENS_PER_CLIENT tokens a client, per server process. No RFC
     asks it; without it one client could mint tokens (rows) as fast as the
-    server can write. Raises TooManyTokens (429)."""
+    server can write. Raises RetryLater (429)."""
     limiter = limit_failed_authentication
     if not limiter.enabled:
         return
@@ -162,7 +147,7 @@ def limit_token_issuance(client) -> None:
     if retry_after:
         if limiter.first_in_window(limit, f'tokens:{client.id}'):
             audit.event('token_issuance_throttled', client.client_id, limit=str(limit), retry_after=retry_after)
-        raise TooManyTokens(retry_after)
+        raise RetryLater('This client asks for too many tokens; reuse each until it nearly expires.', retry_after)
 
 
 class RateLimitCounter(db.Model):

@@ -28,6 +28,19 @@ class JSONProvider(DefaultJSONProvider):
             raise ValueError('JSON nested too deeply') from None
 
 
+class RetryLater(errors.TemporarilyUnavailableError):
+    """temporarily_unavailable with Retry-After (RFC 9110 §10.2.3): 429 for
+    a caller that is throttled, 503 while the database is down."""
+
+    def __init__(self, description: str, retry_after: int, status_code: int = 429):
+        super().__init__(description=description, status_code=status_code)
+        self.retry_after = retry_after
+
+    @property
+    def headers(self):
+        return {'Retry-After': str(self.retry_after)}
+
+
 def init_app(app) -> None:
     app.json = JSONProvider(app)
     app.register_error_handler(errors.OAuth2Error, oauth_error_response)
@@ -50,10 +63,8 @@ def database_error_response(error: SQLAlchemyError):
     current_app.logger.error('database error: %s: %s', type(error).__name__, database_error_line(error))
     if isinstance(error, DataError):  # a value the database refuses: the request's fault
         return oauth_error_response(errors.InvalidRequestError(description='A value in the request cannot be stored.'))
-    response = oauth_error_response(errors.TemporarilyUnavailableError(
-        description='The database is unavailable; try again later.', status_code=503))
-    response.headers['Retry-After'] = str(DATABASE_RETRY_AFTER)
-    return response
+    return oauth_error_response(RetryLater('The database is unavailable; try again later.',
+                                           DATABASE_RETRY_AFTER, status_code=503))
 
 
 def http_error_response(error: HTTPException):
