@@ -104,6 +104,7 @@ class ClientRules:
 
     scope: str
     grant_types: str
+    token_lifetime: int | None
     secret_hash: str
     previous_secret_hash: str | None
     previous_secret_expires: datetime | None
@@ -131,6 +132,10 @@ class ClientRules:
     def allowed_grant_types(self) -> list[str]:
         return self.grant_types.split()
 
+    def token_expires_in(self, default: int) -> int:
+        """Seconds this client's new tokens live: its own lifetime, or the server's."""
+        return self.token_lifetime or default
+
     @property
     def default_scopes(self) -> list[str]:
         # RFC 6749 §3.3: a request without `scope` gets all the client may have.
@@ -148,6 +153,9 @@ class TokenRules:
     issued_at: datetime
     revoked_at: datetime | None
     scope: str
+    # The resources (RFC 8707) it is for, space-delimited; None for this
+    # server's own API only (and for tokens issued before audiences existed).
+    audience: str | None
     client: ClientRules
 
     @property
@@ -172,10 +180,16 @@ class TokenRules:
         """All of the required scopes (Flask-OAuthlib's own check is any-of)."""
         return set(required) <= set(self.scopes)
 
-    def to_introspection(self) -> dict:
-        """RFC 7662 §2.2 claims of an active token."""
+    def has_audience(self, resource: str) -> bool:
+        """Meant for `resource` (RFC 8707; RFC 9068 §4: an API refuses a token not meant for it)."""
+        return self.audience is None or resource in self.audience.split()
+
+    def to_introspection(self, own_api: str) -> dict:
+        """RFC 7662 §2.2 claims of an active token; `own_api` is this server's API."""
+        audience = [own_api] if self.audience is None else self.audience.split()
         return {"client_id": self.client_id, "scope": " ".join(self.scopes), "token_type": "Bearer",
-                "exp": int(self.expires.timestamp()), "iat": int(self.issued_at.timestamp())}
+                "exp": int(self.expires.timestamp()), "iat": int(self.issued_at.timestamp()),
+                "aud": audience[0] if len(audience) == 1 else audience}
 
 
 class Client(ClientRules, db.Model):
@@ -195,6 +209,11 @@ class Client(ClientRules, db.Model):
     grant_types: Mapped[str] = mapped_column(String(200), default="client_credentials")
     # Seconds; None means the server's OAUTH2_PROVIDER_TOKEN_EXPIRES_IN.
     token_lifetime: Mapped[int | None] = mapped_column(Integer, default=None)
+    # "opaque" or "jwt"; None means the server's ACCESS_TOKEN_FORMAT.
+    token_format: Mapped[str | None] = mapped_column(String(10), default=None)
+    # The resources (RFC 8707) it may ask tokens for, space-delimited absolute
+    # URIs; empty means only this server's own API (production/audiences.py).
+    resources: Mapped[str] = mapped_column(String(4000), default="", server_default="")
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     # After a rotation with a grace period the old secret keeps working until
     # previous_secret_expires, so a fleet of instances can roll over.
@@ -262,6 +281,7 @@ class Client(ClientRules, db.Model):
     def to_dict(self) -> dict:
         return {"client_id": self.client_id, "name": self.name, "scope": self.scope,
                 "grant_types": self.allowed_grant_types, "token_lifetime": self.token_lifetime,
+                "token_format": self.token_format, "resources": self.resources.split(),
                 "disabled": self.disabled, "created_at": self.created_at.isoformat()}
 
 
@@ -278,17 +298,20 @@ class Token(TokenRules, db.Model):
     issued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    audience: Mapped[str | None] = mapped_column(String(4000), default=None)
 
     client: Mapped[Client] = relationship(back_populates="tokens", lazy="joined")
 
     @classmethod
-    def issue(cls, client: ClientRules, access_token: str, scope: str, expires_in: int) -> int | None:
+    def issue(cls, client: ClientRules, access_token: str, scope: str, expires_in: int,
+              audience: list[str] | None = None) -> int | None:
         """Store a new token (by its hash), commit, and return its id; None
         if the client was disabled meanwhile (then nothing is stored)."""
         now = utcnow()
         row = execute_one(_INSERT_TOKEN, {
             "access_token_hash": hash_token(access_token), "client_pk": client.id, "scope": scope,
-            "issued_at": now, "expires": now + timedelta(seconds=expires_in)}, write=True)
+            "issued_at": now, "expires": now + timedelta(seconds=expires_in),
+            "audience": None if audience is None else " ".join(audience)}, write=True)
         return None if row is None else row.id
 
     @classmethod
@@ -329,6 +352,8 @@ class ClientView(ClientRules):
     scope: str
     grant_types: str
     token_lifetime: int | None
+    token_format: str | None
+    resources: str
     disabled: bool
     secret_hash: str
     previous_secret_hash: str | None
@@ -373,6 +398,7 @@ class TokenView(TokenRules):
     issued_at: datetime
     expires: datetime
     revoked_at: datetime | None
+    audience: str | None
     client: ClientView
 
     user = None  # Flask-OAuthlib reads it
@@ -412,9 +438,10 @@ _FIND_TOKEN = (
 # comes second waits for the insert, then revokes the new token. SQLite runs
 # one writer at a time, so the two cannot interleave there.
 _INSERT_TOKEN = db.insert(Token).from_select(
-    ["access_token_hash", "client_pk", "scope", "issued_at", "expires"],
+    ["access_token_hash", "client_pk", "scope", "issued_at", "expires", "audience"],
     db.select(db.bindparam("access_token_hash", type_=String), Client.id, db.bindparam("scope", type_=String),
-              db.bindparam("issued_at", type_=UTCDateTime), db.bindparam("expires", type_=UTCDateTime))
+              db.bindparam("issued_at", type_=UTCDateTime), db.bindparam("expires", type_=UTCDateTime),
+              db.bindparam("audience", type_=String))
     .where(Client.id == db.bindparam("client_pk"), Client.disabled.is_(False))
     .with_for_update(read=True),
 ).returning(Token.id)
@@ -434,8 +461,11 @@ class Item(db.Model):
 
     @classmethod
     def create(cls, client: ClientRules, name: object) -> Item:
-        """Add an item owned by `client`; ValueError says what is wrong with `name`."""
-        item = cls(client_pk=client.id, name=check_name(name))
+        """Add an item owned by `client`; ValueError says what is wrong."""
+        name, client_pk = check_name(name), client.id
+        if client_pk is None:  # a JWT outlives the client it names
+            raise ValueError("The client of this access token no longer exists.")
+        item = cls(client_pk=client_pk, name=name)
         db.session.add(item)
         return item
 

@@ -20,16 +20,18 @@ from oauthlib.oauth2.rfc6749 import errors
 from sqlalchemy.exc import SQLAlchemyError
 
 from models import Client, ClientView, Item, Token, TokenView, db
-from production import audit, cli, database, headers, housekeeping, settings
+from production import access_tokens, audit, cli, database, headers, housekeeping, settings
 from production import errors as error_responses
 from production.bruteforce import limit_failed_authentication, limit_token_issuance
 from production.provider import ClientCredentialsProvider, form_post
+from production.signing_keys import key_ring
 from production.sqlite import check_file
 
 # --- The app and its configuration ----------------------------------------
 
 app = Flask(__name__)
 app.config['OAUTH2_PROVIDER_TOKEN_EXPIRES_IN'] = 3600  # token lifetime, seconds
+app.config['OAUTH2_PROVIDER_TOKEN_GENERATOR'] = access_tokens.generate_token  # opaque, or a JWT (RFC 9068)
 settings.configure(app)                     # the other defaults; FLASK_* and DATABASE_URL override
 database.init_app(app)                      # Flask-SQLAlchemy, a connection per request, migrations
 audit.init_app(app)                         # one JSON line per security event
@@ -56,6 +58,8 @@ def load_client(client_id):
 @oauth.tokengetter
 def load_token(access_token=None, refresh_token=None):
     # Client credentials never issue refresh tokens (RFC 6749 §4.4.3).
+    if access_tokens.is_jwt(access_token):  # RFC 9068: verified with our public key, no database read
+        return access_tokens.verify(access_token)
     return TokenView.find(access_token)
 
 
@@ -65,13 +69,13 @@ def save_token(token, request, *args, **kwargs):
     # expires_in (RFC 6749 §5.1), for a client with a lifetime of its own.
     # Earlier tokens stay valid: several instances of one service share a client.
     limit_token_issuance(request.client)  # 429 past TOKENS_PER_CLIENT
-    if request.client.token_lifetime:
-        token['expires_in'] = request.client.token_lifetime
-    token_id = Token.issue(request.client, token['access_token'], token.get('scope', ''), token['expires_in'])
+    token['expires_in'] = request.client.token_expires_in(token['expires_in'])
+    token_id = Token.issue(request.client, token['access_token'], token.get('scope', ''), token['expires_in'],
+                           audience=request.audience)  # RFC 8707, from the `resource` parameters
     if token_id is None:  # disabled while this request ran: nothing was stored
         raise errors.InvalidClientError()
     audit.event('token_issued', request.client.client_id, token_id=token_id, scope=token.get('scope', ''),
-                expires_in=token['expires_in'])
+                expires_in=token['expires_in'], audience=request.resources)
 
 
 # The provider insists on grant callbacks; this server has no authorization codes.
@@ -157,10 +161,8 @@ def introspect_token():
 
 
 def public_url(endpoint: str = '') -> str:
-    """An absolute URL under the issuer: behind a proxy the public address
-    differs from the one the server binds, so the issuer is configurable."""
-    issuer = (app.config['OAUTH2_ISSUER'] or request.url_root).rstrip('/')
-    return issuer + (url_for(endpoint)[len(request.script_root):] if endpoint else '')
+    """An absolute URL under the issuer (OAUTH2_ISSUER, or the request's own)."""
+    return settings.issuer() + (url_for(endpoint)[len(request.script_root):] if endpoint else '')
 
 
 @app.get('/.well-known/oauth-authorization-server')
@@ -171,6 +173,7 @@ def authorization_server_metadata():
     return jsonify(
         issuer=public_url(),
         token_endpoint=public_url('access_token'),
+        jwks_uri=public_url('jwks'),
         token_endpoint_auth_methods_supported=auth_methods,
         grant_types_supported=['client_credentials'],
         response_types_supported=[],  # no authorization endpoint: nothing is sent to a browser
@@ -180,6 +183,14 @@ def authorization_server_metadata():
         introspection_endpoint=public_url('introspect_token'),
         introspection_endpoint_auth_methods_supported=auth_methods,
     )
+
+
+@app.get('/.well-known/jwks.json')
+def jwks():
+    # RFC 7517 §5: the public keys that verify this server's JWT access tokens.
+    response = jsonify(key_ring().jwks())
+    response.headers['Cache-Control'] = 'public, max-age=60'  # an API refetches on an unknown kid anyway
+    return response
 
 
 @app.get('/healthz')

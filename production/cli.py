@@ -14,8 +14,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from models import Client, Token, check_name, db, scope_to_list, utcnow
 from production import audit
+from production.audiences import check_resource
 from production.bruteforce import RateLimitCounter
 from production.database import database_error_line, upgrade_schema
+from production.signing_keys import ALGORITHMS, SigningKey, key_ring, passphrase
 
 # A blueprint without a group: its commands are the app's own (`flask --app server create-client`).
 commands = Blueprint('commands', __name__, cli_group=None)
@@ -55,6 +57,13 @@ def validate_name(ctx, param, name):
         raise click.BadParameter(str(error)) from None
 
 
+def validate_resources(ctx, param, resources):
+    try:
+        return [check_resource(uri) for uri in dict.fromkeys(resources)]
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
 def existing_client(client_id: str) -> Client:
     client = Client.find(client_id)
     if client is None:
@@ -78,6 +87,15 @@ json_option = click.option('--json', 'as_json', is_flag=True, help='Print JSON.'
 lifetime_option = click.option(
     '--token-lifetime', type=click.IntRange(0, 366 * 24 * 3600), metavar='SECONDS',
     help="Lifetime of this client's tokens; 0 means the server default.")
+# --token-format as stored: 'default' is None, the server's ACCESS_TOKEN_FORMAT.
+STORED_FORMAT = {'opaque': 'opaque', 'jwt': 'jwt', 'default': None}
+format_option = click.option(
+    '--token-format', type=click.Choice(list(STORED_FORMAT)),
+    help="Its access tokens: opaque, jwt (RFC 9068), or the server's ACCESS_TOKEN_FORMAT.")
+resource_option = click.option(
+    '--resource', 'resources', multiple=True, metavar='URI', callback=validate_resources,
+    help="An API (RFC 8707 resource) it may get tokens for; repeat for several. "
+         "None: only this server's own API.")
 
 
 @commands.cli.command('create-client')
@@ -85,14 +103,18 @@ lifetime_option = click.option(
 @click.option('--scope', default='read write', show_default=True, callback=validate_scope,
               help='Space-separated scopes the client may request.')
 @lifetime_option
+@format_option
+@resource_option
 @click.option('--no-tokens', is_flag=True,
               help='The client may not get tokens (it only revokes or introspects).')
 @json_option
 @database_command
-def create_client_command(name, scope, token_lifetime, no_tokens, as_json):
+def create_client_command(name, scope, token_lifetime, token_format, resources, no_tokens, as_json):
     """Register a machine client and print its secret, once."""
     client, client_secret = Client.create(name, scope, grant_types='' if no_tokens else 'client_credentials')
     client.token_lifetime = token_lifetime or None
+    client.token_format = STORED_FORMAT.get(token_format)
+    client.resources = ' '.join(resources)
     db.session.commit()
     audit.event('client_created', client.client_id, scope=client.scope)
     if not as_json:
@@ -138,12 +160,20 @@ def show_client_command(client_id, as_json):
 @click.option('--scope', callback=validate_scope,
               help='New scopes; live tokens lose any scope not in it.')
 @lifetime_option
+@format_option
+@resource_option
+@click.option('--no-resources', is_flag=True, help="Only this server's own API from now on.")
 @json_option
 @database_command
-def update_client_command(client_id, name, scope, token_lifetime, as_json):
-    """Change a client's name, scopes or token lifetime."""
-    if name is None and scope is None and token_lifetime is None:
-        raise click.UsageError('nothing to change: give --name, --scope or --token-lifetime')
+def update_client_command(client_id, name, scope, token_lifetime, token_format, resources, no_resources,
+                          as_json):
+    """Change a client's name, scopes, token lifetime, token format or resources.
+    Its live tokens keep the format and audience they were issued with."""
+    if resources and no_resources:
+        raise click.UsageError('give --resource or --no-resources, not both')
+    if (name, scope, token_lifetime, token_format) == (None,) * 4 and not resources and not no_resources:
+        raise click.UsageError('nothing to change: give --name, --scope, --token-lifetime, '
+                               '--token-format, --resource or --no-resources')
     client = existing_client(client_id)
     if name is not None:
         client.name = name
@@ -151,8 +181,13 @@ def update_client_command(client_id, name, scope, token_lifetime, as_json):
         client.set_scope(scope)
     if token_lifetime is not None:
         client.token_lifetime = token_lifetime or None
+    if token_format is not None:
+        client.token_format = STORED_FORMAT[token_format]
+    if resources or no_resources:
+        client.resources = ' '.join(resources)
     db.session.commit()
-    audit.event('client_updated', client.client_id, scope=client.scope, token_lifetime=client.token_lifetime)
+    audit.event('client_updated', client.client_id, scope=client.scope, token_lifetime=client.token_lifetime,
+                token_format=client.token_format, resources=client.resources.split())
     echo_client(client, as_json)
 
 
@@ -220,7 +255,43 @@ def delete_client_command(client_id, yes):
 @commands.cli.command('purge-tokens')
 @database_command
 def purge_tokens_command():
-    """Delete expired and revoked tokens, and expired rate-limit counters
-    (safe while the server runs)."""
-    tokens, counters = Token.purge(), RateLimitCounter.purge()
-    click.echo(f'Purged {tokens} token(s) and {counters} expired rate-limit counter(s).')
+    """Delete expired and revoked tokens, expired rate-limit counters and
+    signing keys no longer published (safe while the server runs)."""
+    tokens, counters, keys = Token.purge(), RateLimitCounter.purge(), SigningKey.purge()
+    click.echo(f'Purged {tokens} token(s), {counters} expired rate-limit counter(s) '
+               f'and {keys} retired signing key(s).')
+
+
+@commands.cli.command('rotate-signing-key')
+@click.option('--alg', type=click.Choice(sorted(ALGORITHMS)),
+              help='Algorithm of the new key; default: JWT_SIGNING_ALG.')
+@database_command
+def rotate_signing_key_command(alg):
+    """Sign JWT access tokens with a new key from now on. The old public key
+    stays published until every token it signed has expired."""
+    # The longest a token signed with the old key can live.
+    longest = max([current_app.config['OAUTH2_PROVIDER_TOKEN_EXPIRES_IN'],
+                   *db.session.scalars(db.select(Client.token_lifetime).where(Client.token_lifetime.is_not(None)))])
+    key = SigningKey.rotate(alg or current_app.config['JWT_SIGNING_ALG'], passphrase(), longest)
+    db.session.commit()
+    key_ring().forget()
+    audit.event('signing_key_rotated', None, kid=key.kid, alg=key.alg)
+    click.echo(f'Signing with key {key.kid} ({key.alg}) from now on; every process follows within '
+               f'{current_app.config["SIGNING_KEY_CACHE_SECONDS"]} s. The old keys stay published '
+               f'for {longest} s more.')
+
+
+@commands.cli.command('list-signing-keys')
+@json_option
+@database_command
+def list_signing_keys_command(as_json):
+    """List the JWT signing keys (their public identity only, never the private key)."""
+    keys = [key.to_dict() for key in db.session.scalars(db.select(SigningKey).order_by(SigningKey.id))]
+    if as_json:
+        click.echo(current_app.json.dumps(keys))
+        return
+    for key in keys:
+        state = 'signing' if key['retired_at'] is None else f'published until {key["publish_until"]}'
+        click.echo(f'{key["kid"]}\t{key["alg"]}\t{key["created_at"]}\t{state}')
+    if not keys:
+        click.echo('No signing key yet: the server makes one for its first JWT.', err=True)

@@ -6,6 +6,7 @@
   header, re-encodes the Authorization header and rebuilds the URL as an IRI
   first: a sixth of a protected request's time.
 - It adds `@oauth.introspect_handler` (RFC 7662), which Flask-OAuthlib lacks.
+- The token endpoint takes `resource` (RFC 8707, production/audiences.py).
 - Refused API requests get RFC 6750's challenge, and the answers of the token,
   revocation and introspection endpoints the headers RFC 6749 asks for.
 """
@@ -17,7 +18,9 @@ from flask import current_app, jsonify, request
 from flask_oauthlib.provider import OAuth2Provider
 from oauthlib.common import urldecode
 from oauthlib.oauth2.rfc6749 import errors
+from werkzeug.utils import cached_property
 
+from production.audiences import validate_resources
 from production.errors import oauth_error_response
 from production.validator import ClientCredentialsValidator
 
@@ -29,6 +32,14 @@ class ClientCredentialsProvider(OAuth2Provider):
         self.client_endpoints: set[str] = set()  # the views that authenticate clients
         self.invalid_response(bearer_challenge)
         app.after_request(self.finish_client_endpoint_response)
+
+    @cached_property
+    def server(self):
+        server = super().server  # built on first use, once the callbacks are set
+        # oauthlib's documented hook for checks of its own: after the client is
+        # authenticated and its scope checked.
+        server.credentials_grant.custom_validators.post_token.append(validate_resources)
+        return server
 
     @staticmethod
     def oauthlib_request() -> tuple[str, str, dict, dict]:
@@ -106,13 +117,14 @@ def bearer_challenge(req):
 
 def form_post(view):
     """The request rules of RFC 6749 §3.2 that Flask-OAuthlib does not check:
-    it folds repeated parameters into one before oauthlib can see them."""
+    it folds repeated parameters into one before oauthlib can see them. Only
+    `resource` may repeat (RFC 8707 §2)."""
     @wraps(view)
     def checked(*args, **kwargs):
         if request.mimetype != 'application/x-www-form-urlencoded':
             raise errors.InvalidRequestError(
                 description='Send parameters as application/x-www-form-urlencoded.')
-        repeated = sorted(key for key, values in request.form.lists() if len(values) > 1)
+        repeated = sorted(key for key, values in request.form.lists() if len(values) > 1 and key != 'resource')
         if repeated:
             raise errors.InvalidRequestError(description=f'Repeated parameter: {repeated[0]}.')
         return view(*args, **kwargs)

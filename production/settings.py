@@ -5,20 +5,25 @@ FLASK_RATELIMIT_ENABLED=false is False), and DATABASE_URL names the database.
 """
 import os
 
+from flask import current_app, request
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
-
-from models import random_credential
 
 DEFAULTS = {
     # Relative SQLite paths live in Flask's instance folder.
     'SQLALCHEMY_DATABASE_URI': 'sqlite:///oauth.sqlite',
-    # 256 random bits; oauthlib's default draws 30 characters, a system call each.
-    'OAUTH2_PROVIDER_TOKEN_GENERATOR': lambda request: random_credential(32),
     # `introspect` lets a resource server introspect any client's tokens.
     'OAUTH2_SCOPES_SUPPORTED': ['read', 'write', 'introspect'],
     'OAUTH2_REALM': 'client-credentials',
     'OAUTH2_ISSUER': None,  # public base URL, e.g. https://auth.example.com; default: from the request
+    # Access tokens: 'opaque' (random, looked up on every use) or 'jwt' (RFC
+    # 9068, verified with the public keys); a client's own format wins.
+    'ACCESS_TOKEN_FORMAT': 'opaque',
+    'JWT_SIGNING_ALG': 'ES256',  # of a new signing key; RS256 too (production/signing_keys.py)
+    'SIGNING_KEY_PASSPHRASE': None,  # encrypts the private signing keys in the database
+    'SIGNING_KEY_CACHE_SECONDS': 60,  # a process signs with the key it read for this long
+    # This server's own API as a resource (RFC 8707); default: the issuer + /api.
+    'API_RESOURCE': None,
     'MAX_CONTENT_LENGTH': 64 * 1024,
     # RFC 6749 §2.3.1: the token endpoint MUST resist brute force. Failed
     # client authentications are counted per address, and per client id
@@ -57,13 +62,26 @@ def database_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+CHOICES = {'ACCESS_TOKEN_FORMAT': ('opaque', 'jwt'), 'JWT_SIGNING_ALG': ('ES256', 'RS256')}
+
+
 def configure(app) -> None:
     """The defaults, then whatever the environment overrides."""
     app.config.update(DEFAULTS)
     app.config.from_prefixed_env()
+    for key, choices in CHOICES.items():
+        if app.config[key] not in choices:
+            raise SystemExit(f'FLASK_{key} is {app.config[key]!r}; it must be one of: {", ".join(choices)}')
     if os.environ.get('DATABASE_URL'):
         app.config['SQLALCHEMY_DATABASE_URI'] = database_url(os.environ['DATABASE_URL'])
     if not app.config['SQLALCHEMY_DATABASE_URI'].startswith('sqlite'):
         # Test each pooled connection before use, so the app survives a database
         # server restart. SQLite has no server to lose: the test would be wasted.
         app.config.setdefault('SQLALCHEMY_ENGINE_OPTIONS', {}).setdefault('pool_pre_ping', True)
+
+
+def issuer() -> str:
+    """This server's identifier (RFC 8414 §2): OAUTH2_ISSUER, or the URL the
+    request came to. Behind a proxy the public address differs from the one
+    the server binds, so production sets it."""
+    return (current_app.config['OAUTH2_ISSUER'] or request.url_root).rstrip('/')

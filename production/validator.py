@@ -3,7 +3,9 @@ RFCs on today's Flask (README: "Why the Flask-OAuthlib-Invenio fork").
 
 oauthlib asks the validator every question about clients and tokens; each
 override below names the rule it enforces. The provider reads clients and
-tokens through server.py's callbacks (`self._clientgetter`, `self._tokengetter`).
+API tokens through server.py's callbacks (`self._clientgetter`,
+`self._tokengetter`, which verifies a JWT without the database); revocation
+and introspection read the stored token, the only place a revocation shows.
 """
 from __future__ import annotations
 
@@ -14,8 +16,9 @@ from flask import request
 from flask_oauthlib.provider import OAuth2RequestValidator
 from oauthlib.oauth2.rfc6749 import errors
 
-from models import ClientView, Token, db, scope_to_list
+from models import ClientView, Token, TokenView, db, scope_to_list
 from production import audit
+from production.audiences import api_resource
 
 # RFC 6750 §2.1: b64token, the syntax of a Bearer credential.
 BEARER_TOKEN = re.compile(r'[A-Za-z0-9\-._~+/]+=*')
@@ -104,6 +107,10 @@ class ClientCredentialsValidator(OAuth2RequestValidator):
             request.bearer_error = errors.InvalidTokenError(
                 description='The access token is unknown, expired or revoked.')
             return False
+        if not tok.has_audience(api_resource()):  # RFC 8707; RFC 9068 §4
+            request.bearer_error = errors.InvalidTokenError(
+                description='The access token is meant for another API (its audience).')
+            return False
         if not tok.has_scopes(scopes):
             request.bearer_error = errors.InsufficientScopeError(
                 description='The access token lacks the scope this resource requires.')
@@ -118,7 +125,8 @@ class ClientCredentialsValidator(OAuth2RequestValidator):
         # RFC 7009 §2.1: only the client a token was issued to may revoke it
         # (the fork revokes anyone's). §2.2: an unknown or already revoked
         # token still gets 200. No refresh tokens exist, so the hint is moot.
-        tok = self._tokengetter(access_token=token)
+        # Every token is stored, JWTs too: revocation reads the database.
+        tok = TokenView.find(token)
         if tok is None:
             return
         if tok.client_pk != request.client.id:
@@ -130,9 +138,10 @@ class ClientCredentialsValidator(OAuth2RequestValidator):
     def introspect_token(self, token, token_type_hint, request, *args, **kwargs):
         # RFC 7662 §2.2: a token the caller may not see is just {"active": false}.
         # A client sees its own tokens; one with the `introspect` scope sees all.
-        tok = self._tokengetter(access_token=token)
+        # The stored token, JWT or opaque: only the database knows it was revoked.
+        tok = TokenView.find(token)
         if tok is None or not tok.is_active():
             return None
         if tok.client_pk != request.client.id and 'introspect' not in request.client.default_scopes:
             return None
-        return tok.to_introspection()
+        return tok.to_introspection(own_api=api_resource())

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 from urllib.parse import quote_plus
 
@@ -31,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 import server  # noqa: E402
 from models import Client, Token, db  # noqa: E402
 from production.database import upgrade_schema  # noqa: E402
+from production.signing_keys import SigningKey, key_ring, passphrase  # noqa: E402
 
 TOKEN_URL = '/oauth/token'
 
@@ -64,6 +66,7 @@ def clean_database(app):
         for table in reversed(db.metadata.sorted_tables):
             db.session.execute(table.delete())
         db.session.commit()
+        key_ring().forget()  # the signing keys this process had read are gone too
         yield
         db.session.remove()
 
@@ -103,8 +106,19 @@ def no_credentials_in_logs(monkeypatch):
     root.removeHandler(handler)
     audit_log.removeHandler(handler)
     root.setLevel(old_level)
+    created |= private_key_material()
     leaked = [(value, line) for value in created for line in handler.lines if value in line]
-    assert not leaked, f'a secret or token reached a log line: {leaked[0][1][:300]}'
+    assert not leaked, f'a secret, token or private key reached a log line: {leaked[0][1][:300]}'
+
+
+def private_key_material() -> set:
+    """What would give away a signing key: its private number and the lines of its stored PEM."""
+    db.session.rollback()
+    material = set()
+    for key in db.session.scalars(db.select(SigningKey)):
+        material |= {line for line in key.private_pem.splitlines() if len(line) >= 40}
+        material.add(key.private_key(passphrase()).as_dict(private=True)['d'])
+    return material
 
 
 @pytest.fixture
@@ -245,6 +259,13 @@ def start_gunicorn(tmp_path):
     yield start
     for gunicorn in started:
         gunicorn.kill()
+
+
+def empty_database(request, tmp_path, kind):
+    """The URL of a new, empty database of this kind ('sqlite' or 'postgresql')."""
+    if kind == 'sqlite':
+        return f'sqlite:///{tmp_path}/deploy-{uuid.uuid4().hex[:8]}.sqlite'
+    return request.getfixturevalue('postgres').create_database(f'deploy_{uuid.uuid4().hex[:12]}')
 
 
 def create_client(database_url, scope='read write'):

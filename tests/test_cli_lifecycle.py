@@ -163,7 +163,7 @@ def test_purge_tokens_deletes_only_dead_ones(cli, credentials, get_token):
     Token.revoke_where(Token.id == stored[1].id)
     db.session.commit()
     result = cli('purge-tokens')
-    assert result.exit_code == 0 and result.output.startswith('Purged 2 token(s) and ')
+    assert result.exit_code == 0 and result.output.startswith('Purged 2 token(s), ')
     assert count(Token) == 2
     assert cli('purge-tokens').output.startswith('Purged 0 token(s)')
     del tokens

@@ -13,18 +13,21 @@ import sqlite3
 import subprocess
 import threading
 import time
-import uuid
 
 import pytest
 import requests
 import sqlalchemy as sa
-from conftest import ROOT, SERVER_KINDS, bearer, create_client, free_port, run_python, token_form, wait_for_port
-
-
-def empty_database(request, tmp_path, kind):
-    if kind == 'sqlite':
-        return f'sqlite:///{tmp_path}/deploy-{uuid.uuid4().hex[:8]}.sqlite'
-    return request.getfixturevalue('postgres').create_database(f'deploy_{uuid.uuid4().hex[:12]}')
+from conftest import (
+    ROOT,
+    SERVER_KINDS,
+    bearer,
+    create_client,
+    empty_database,
+    free_port,
+    run_python,
+    token_form,
+    wait_for_port,
+)
 
 
 @pytest.fixture(params=SERVER_KINDS)

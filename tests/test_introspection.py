@@ -22,8 +22,9 @@ def test_a_client_introspects_its_own_token(http, credentials, get_token):
     assert response.status_code == 200
     assert response.headers['Cache-Control'] == 'no-store'
     claims = response.get_json()
-    assert set(claims) == {'active', 'client_id', 'scope', 'token_type', 'exp', 'iat'}
+    assert set(claims) == {'active', 'client_id', 'scope', 'token_type', 'exp', 'iat', 'aud'}
     assert claims['active'] is True
+    assert claims['aud'] == 'http://localhost/api'  # RFC 8707: this server's own API
     assert claims['client_id'] == credentials[0]
     assert claims['scope'] == 'read'
     assert claims['token_type'] == 'Bearer'

@@ -80,3 +80,20 @@ def test_dead_tokens_and_expired_counters_are_purged_as_the_server_runs(app, htt
         assert http.get('/healthz').status_code == 200
     assert (count(Token), count(RateLimitCounter)) == (4, 3)
     assert http.get('/api/me', headers=bearer(token)).status_code == 200  # the live token is kept
+
+
+def test_signing_keys_no_longer_published_are_purged_as_the_server_runs(app, http, monkeypatch):
+    from datetime import timedelta
+
+    from models import utcnow
+    from production.signing_keys import SigningKey, key_ring
+    monkeypatch.setitem(app.config, 'PURGE_EVERY', 1)
+    key_ring().signing_key()
+    gone, kept = SigningKey.generate('ES256', None), SigningKey.generate('ES256', None)
+    gone.retired_at = gone.publish_until = utcnow() - timedelta(seconds=1)
+    kept.retired_at, kept.publish_until = utcnow(), utcnow() + timedelta(hours=1)
+    db.session.commit()
+    assert count(SigningKey) == 3
+    assert http.get('/healthz').status_code == 200
+    db.session.expire_all()
+    assert sorted(db.session.scalars(db.select(SigningKey.kid))) == sorted([key_ring().signing_key()[1].kid, kept.kid])
