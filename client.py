@@ -7,6 +7,9 @@ As a script it does what the tutorial's client does, then uses the token:
     python client.py add-item "Pens"  # POST /api/items  (scope write)
     python client.py introspect TOKEN # what the server knows of a token
     python client.py revoke           # revoke the token this run holds
+    python client.py token            # print the token response itself
+    python client.py --resource https://billing.example/api token
+                                      # a token for another API (RFC 8707)
 
 As a module it gives other code a `requests` auth object (or a session) that
 gets, caches and renews the token itself:
@@ -83,11 +86,14 @@ class ClientCredentials(requests.auth.AuthBase):
     """
 
     def __init__(self, token_url: str, client_id: str, client_secret: str, scope: str | None = None,
-                 auth_method: str = 'post', timeout: float = TIMEOUT, session: requests.Session | None = None):
+                 auth_method: str = 'post', timeout: float = TIMEOUT, session: requests.Session | None = None,
+                 resource: str | list[str] | None = None):
         if auth_method not in ('post', 'basic'):
             raise ValueError("auth_method is 'post' or 'basic'")
         self.token_url, self.client_id, self.client_secret = token_url, client_id, client_secret
         self.scope, self.auth_method, self.timeout = scope, auth_method, timeout
+        # RFC 8707: the API(s) the token is for; none means all the client may have.
+        self.resource = [resource] if isinstance(resource, str) else list(resource or [])
         self.session = session or requests.Session()
         self.token: dict | None = None
         self._renew_at = 0.0
@@ -109,6 +115,8 @@ class ClientCredentials(requests.auth.AuthBase):
         data = {'grant_type': 'client_credentials'}
         if self.scope:
             data['scope'] = self.scope
+        if self.resource:
+            data['resource'] = self.resource  # requests repeats the parameter, once per value
         token = self.post_as_client(self.token_url, data)
         if not isinstance(token.get('access_token'), str) or \
                 str(token.get('token_type', '')).lower() != 'bearer':
@@ -164,12 +172,12 @@ class ApiClient:
     """
 
     def __init__(self, server: str, client_id: str, client_secret: str, scope: str | None = None,
-                 auth_method: str = 'post', timeout: float = TIMEOUT):
+                 auth_method: str = 'post', timeout: float = TIMEOUT, resource: str | list[str] | None = None):
         self.server = server.rstrip('/') + '/'
         self.timeout = timeout
         self.session = requests.Session()
         self.client_id, self.client_secret = client_id, client_secret
-        self.scope, self.auth_method = scope, auth_method
+        self.scope, self.auth_method, self.resource = scope, auth_method, resource
 
     @cached_property
     def metadata(self) -> dict:
@@ -192,7 +200,7 @@ class ApiClient:
     @cached_property
     def auth(self) -> ClientCredentials:
         return ClientCredentials(self.endpoint('token_endpoint'), self.client_id, self.client_secret,
-                                 self.scope, self.auth_method, self.timeout, self.session)
+                                 self.scope, self.auth_method, self.timeout, self.session, self.resource)
 
     def call(self, operation, *args, **kwargs):
         """Run one operation against the server; transport failures become one-line ClientErrors."""
@@ -221,6 +229,10 @@ class ApiClient:
 
     def me(self) -> dict:
         return self.get('/api/me')
+
+    def token(self) -> dict:
+        """A new token response from the token endpoint (RFC 6749 §5.1)."""
+        return self.call(self.auth.fetch_token)
 
     def list_items(self) -> dict:
         return self.get('/api/items')
@@ -258,8 +270,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument('--scope', help='scopes to ask for, space-separated (default: all the client has)')
     parser.add_argument('--auth-method', choices=('post', 'basic'), default='post',
                         help='client_secret_post (form fields, as the tutorial) or client_secret_basic')
+    parser.add_argument('--resource', action='append', metavar='URI',
+                        help='an API the token is for (RFC 8707); repeat for several')
     commands = parser.add_subparsers(dest='command', metavar='COMMAND')
     commands.add_parser('me', help='show who the token belongs to (the default)')
+    commands.add_parser('token', help='print a new token response (the access token included)')
     commands.add_parser('items', help="list this client's items")
     add = commands.add_parser('add-item', help='create an item')
     add.add_argument('name')
@@ -279,9 +294,12 @@ def main(argv: list[str] | None = None) -> int:
     if urlsplit(args.server).scheme == 'http' and host not in ('127.0.0.1', 'localhost', '::1'):
         # RFC 6749 §2.3.1: client credentials travel only over TLS.
         print(f'client.py: warning: sending credentials to {host} without HTTPS', file=sys.stderr)
-    api = ApiClient(args.server, args.client_id, args.client_secret, args.scope, args.auth_method)
+    api = ApiClient(args.server, args.client_id, args.client_secret, args.scope, args.auth_method,
+                    resource=args.resource)
     try:
-        if args.command == 'items':
+        if args.command == 'token':
+            result = api.token()
+        elif args.command == 'items':
             result = api.list_items()
         elif args.command == 'add-item':
             result = api.create_item(args.name)

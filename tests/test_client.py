@@ -148,6 +148,47 @@ def test_script_prints_the_api_answer(live_server, credentials, capsys):
     assert [i['name'] for i in json.loads(capsys.readouterr().out)['items']] == ['pens']
 
 
+BILLING, REPORTS = 'https://billing.example.com/api', 'https://reports.example.com/api'
+
+
+@pytest.fixture
+def jwt_credentials(make_client):
+    from models import Client
+    client_id, client_secret = make_client()
+    client = Client.find(client_id)
+    client.resources, client.token_format = f'{BILLING} {REPORTS}', 'jwt'
+    db.session.commit()
+    return client_id, client_secret
+
+
+def jwt_claims(access_token):
+    import base64
+    payload = access_token.split('.')[1]
+    return json.loads(base64.urlsafe_b64decode(payload + '=' * (-len(payload) % 4)))
+
+
+def test_the_module_asks_for_resources(live_server, jwt_credentials):
+    one = ClientCredentials(f'{live_server}/oauth/token', *jwt_credentials, resource=BILLING)
+    assert jwt_claims(one.access_token)['aud'] == BILLING
+    both = ClientCredentials(f'{live_server}/oauth/token', *jwt_credentials, resource=[BILLING, REPORTS])
+    assert jwt_claims(both.access_token)['aud'] == [BILLING, REPORTS]
+    api = ApiClient(live_server, *jwt_credentials, resource='https://unknown.example.com')
+    with pytest.raises(OAuthError) as refused:
+        api.token()
+    assert refused.value.error == 'invalid_target'
+
+
+def test_script_token_with_resources(live_server, jwt_credentials, capsys):
+    args = ['--server', live_server, '--client-id', jwt_credentials[0], '--client-secret', jwt_credentials[1]]
+    assert client_module.main([*args, '--resource', BILLING, '--resource', REPORTS, 'token']) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer['token_type'] == 'Bearer' and jwt_claims(answer['access_token'])['aud'] == [BILLING, REPORTS]
+    assert client_module.main([*args, '--resource', 'https://unknown.example.com', 'token']) == 1
+    captured = capsys.readouterr()
+    assert captured.out == '' and captured.err.startswith('client.py: invalid_target: ')
+    assert len(captured.err.strip().splitlines()) == 1
+
+
 def test_script_reads_credentials_from_the_environment(live_server, credentials, capsys, monkeypatch):
     monkeypatch.setenv('OAUTH_SERVER', live_server)
     monkeypatch.setenv('OAUTH_CLIENT_ID', credentials[0])
