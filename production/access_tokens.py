@@ -111,6 +111,8 @@ def verify_signature_and_claims(access_token: str) -> JwtAccessToken | None:
     if not isinstance(claims['client_id'], str) or not isinstance(claims.get('scope', ''), str):
         return None
     audience = claims['aud'] if isinstance(claims['aud'], list) else [claims['aud']]
+    if any(not resource or any(c.isspace() for c in resource) for resource in audience):
+        return None  # kept space-delimited below; no resource indicator has a space (RFC 8707 §2)
     try:
         issued_at, expires = (datetime.fromtimestamp(claims[name], UTC) for name in ('iat', 'exp'))
     except (OverflowError, OSError, ValueError):  # a time past the year 9999

@@ -32,6 +32,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from models import UTCDateTime, db, utcnow
 from production.database import schema_lock
+from production.errors import RetryLater
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ ALGORITHMS = {
 }
 KEY_TYPES = {'ES256': ECKey, 'RS256': RSAKey}
 UNKNOWN_KID_SECONDS = 5.0
+CANNOT_SIGN_RETRY_AFTER = 60  # seconds; it takes an operator to fix the passphrase
 UNKNOWN_KIDS_REMEMBERED = 1000
 
 
@@ -146,7 +148,13 @@ class KeyRing:
             return signing[1], signing[2]
         with self._lock:
             stored = self._current() or self._create_first()
-            self._signing = (now, stored.alg, stored.private_key(passphrase()))
+            try:
+                self._signing = (now, stored.alg, stored.private_key(passphrase()))
+            except (TypeError, ValueError):  # cryptography's words for a missing or wrong passphrase
+                log.error('cannot decrypt JWT signing key %s: FLASK_SIGNING_KEY_PASSPHRASE is missing or wrong',
+                          stored.kid)
+                raise RetryLater('This server cannot sign tokens now.', CANNOT_SIGN_RETRY_AFTER,
+                                 status_code=503) from None
             return self._signing[1], self._signing[2]
 
     def public_key(self, kid: str) -> PublicKey | None:
@@ -172,7 +180,7 @@ class KeyRing:
 
     def jwks(self) -> dict:
         """The JWK Set to publish (RFC 7517 §5): every published public key."""
-        self.signing_key()  # a server asked for its keys before its first token has one
+        self._current() or self._create_first()  # asked before its first JWT: there is a key to publish
         self._read_published()
         return {'keys': [public.jwk for public in self._public.values()]}
 

@@ -370,6 +370,22 @@ def test_private_keys_are_encrypted_with_the_passphrase(app, http, jwt_client, m
     assert http.get('/api/me', headers=bearer(token)).status_code == 200
 
 
+def test_a_wrong_passphrase_is_a_503_and_one_log_line_not_a_500(app, http, jwt_client, make_client, monkeypatch,
+                                                                 caplog):
+    monkeypatch.setitem(app.config, 'SIGNING_KEY_PASSPHRASE', 'the right one')
+    rotate(app)
+    key_ring().forget()
+    monkeypatch.setitem(app.config, 'SIGNING_KEY_PASSPHRASE', 'a wrong one')
+    response = http.post(TOKEN_URL, data=token_form(*jwt_client))
+    assert response.status_code == 503 and response.get_json()['error'] == 'temporarily_unavailable'
+    assert response.headers['Retry-After'] == '60'
+    assert [r.getMessage() for r in caplog.records if r.levelname == 'ERROR'] == [
+        f'cannot decrypt JWT signing key {next(iter(jwks(http).keys)).kid}: '
+        'FLASK_SIGNING_KEY_PASSPHRASE is missing or wrong']
+    assert http.get('/.well-known/jwks.json').status_code == 200  # the public keys need no passphrase
+    assert token_response(http, *make_client())['access_token'].count('.') == 0  # opaque tokens still work
+
+
 def test_without_a_passphrase_the_key_is_stored_plain_and_a_warning_says_so(http, jwt_client, caplog):
     token_response(http, *jwt_client)
     assert 'FLASK_SIGNING_KEY_PASSPHRASE' in caplog.text
