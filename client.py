@@ -8,6 +8,10 @@ As a script it does what the tutorial's client does, then uses the token:
     python client.py introspect TOKEN # what the server knows of a token
     python client.py revoke           # revoke the token this run holds
     python client.py token            # print the token response itself
+    python client.py make-key key.pem > jwks.json
+                                      # a key pair for private_key_jwt (RFC 7523)
+    python client.py --client-id ID --private-key key.pem
+                                      # authenticate with it: no secret at all
     python client.py --resource https://billing.example/api token
                                       # a token for another API (RFC 8707)
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import sys
 import threading
 import time
@@ -37,6 +42,8 @@ DEFAULT_CLIENT_SECRET = 'demo-secret'  # noqa: S105 - the documented local demo 
 TIMEOUT = 10  # seconds to connect, and again to read; no call waits for ever
 RENEW_BEFORE = 30  # seconds before expiry at which a cached token is replaced
 METADATA_PATH = '.well-known/oauth-authorization-server'  # RFC 8414 §3
+ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer'  # RFC 7523 §2.2
+ASSERTION_LIFETIME = 60  # seconds: an assertion is made for one request
 DEFAULT_ENDPOINTS = {'token_endpoint': 'oauth/token', 'revocation_endpoint': 'oauth/revoke',
                      'introspection_endpoint': 'oauth/introspect'}
 
@@ -77,19 +84,68 @@ def json_answer(response: requests.Response) -> dict:
     return body
 
 
+class PrivateKey:
+    """A client's private key for private_key_jwt (RFC 7523 §2.2): it signs a
+    fresh, short-lived assertion for each request, so no secret ever travels."""
+
+    def __init__(self, pem: str | bytes, key_id: str | None = None):
+        # Imported here: a client with a secret needs neither library.
+        from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key
+        from joserfc.jwk import ECKey, OKPKey, RSAKey
+        pem = pem.encode() if isinstance(pem, str) else pem
+        try:
+            loaded = load_pem_private_key(pem, password=None)
+        except (ValueError, TypeError):
+            raise ClientError('the private key is not an unencrypted PEM private key') from None
+        if isinstance(loaded, rsa.RSAPrivateKey):
+            self.alg, key_class = 'RS256', RSAKey
+        elif isinstance(loaded, ec.EllipticCurvePrivateKey) and loaded.curve.name == 'secp256r1':
+            self.alg, key_class = 'ES256', ECKey
+        elif isinstance(loaded, ed25519.Ed25519PrivateKey):
+            self.alg, key_class = 'Ed25519', OKPKey
+        else:
+            raise ClientError('the private key must be RSA, EC P-256 or Ed25519')
+        self.key = key_class.import_key(pem)
+        # make-key registers the RFC 7638 thumbprint as the kid.
+        self.key_id = key_id or self.key.thumbprint()
+
+    def assertion(self, client_id: str, audience: str) -> str:
+        """A client assertion as RFC 7523 §3 lays it out, for one request."""
+        from joserfc import jwt
+        now = int(time.time())
+        claims = {'iss': client_id, 'sub': client_id, 'aud': audience, 'iat': now,
+                  'exp': now + ASSERTION_LIFETIME, 'jti': secrets.token_urlsafe(16)}
+        return jwt.encode({'alg': self.alg, 'kid': self.key_id}, claims, self.key, algorithms=[self.alg])
+
+    @staticmethod
+    def generate(alg: str = 'ES256') -> tuple[str, dict]:
+        """A new key pair: (private key as PEM, public JWK Set to register)."""
+        from joserfc.jwk import ECKey, OKPKey, RSAKey
+        key = {'ES256': lambda: ECKey.generate_key('P-256'), 'RS256': lambda: RSAKey.generate_key(2048),
+               'Ed25519': lambda: OKPKey.generate_key('Ed25519')}[alg]()
+        public = key.as_dict(private=False, kid=key.thumbprint(), alg=alg, use='sig')
+        return key.as_pem(private=True).decode('ascii'), {'keys': [public]}
+
+
 class ClientCredentials(requests.auth.AuthBase):
     """A `requests` auth object for the client credentials grant (RFC 6749 §4.4).
 
     It fetches a token on first use, reuses it until shortly before it
     expires, and when an API answers 401 invalid_token (a revoked token, say)
-    fetches one new token and retries that request once.
+    fetches one new token and retries that request once. It authenticates
+    with its secret, or, given `private_key` (PEM), with private_key_jwt.
     """
 
-    def __init__(self, token_url: str, client_id: str, client_secret: str, scope: str | None = None,
+    def __init__(self, token_url: str, client_id: str, client_secret: str | None = None, scope: str | None = None,
                  auth_method: str = 'post', timeout: float = TIMEOUT, session: requests.Session | None = None,
-                 resource: str | list[str] | None = None):
+                 resource: str | list[str] | None = None, private_key: str | bytes | None = None,
+                 key_id: str | None = None):
         if auth_method not in ('post', 'basic'):
             raise ValueError("auth_method is 'post' or 'basic'")
+        if private_key is None and client_secret is None:
+            raise ValueError('give client_secret or private_key')
+        self.private_key = None if private_key is None else PrivateKey(private_key, key_id)
         self.token_url, self.client_id, self.client_secret = token_url, client_id, client_secret
         self.scope, self.auth_method, self.timeout = scope, auth_method, timeout
         # RFC 8707: the API(s) the token is for; none means all the client may have.
@@ -103,7 +159,10 @@ class ClientCredentials(requests.auth.AuthBase):
         """POST a form to an endpoint that authenticates the client: the token,
         revocation and introspection endpoints."""
         data, auth = dict(data), None
-        if self.auth_method == 'basic':
+        if self.private_key is not None:  # private_key_jwt: a new assertion each time
+            data.update(client_assertion_type=ASSERTION_TYPE,
+                        client_assertion=self.private_key.assertion(self.client_id, self.token_url))
+        elif self.auth_method == 'basic':
             # RFC 6749 §2.3.1: id and secret are form-urlencoded inside Basic.
             auth = requests.auth.HTTPBasicAuth(quote_plus(self.client_id), quote_plus(self.client_secret))
         else:  # client_secret_post, as in the tutorial
@@ -171,13 +230,15 @@ class ApiClient:
     metadata (RFC 8414) on first use, and falls back to the default paths.
     """
 
-    def __init__(self, server: str, client_id: str, client_secret: str, scope: str | None = None,
-                 auth_method: str = 'post', timeout: float = TIMEOUT, resource: str | list[str] | None = None):
+    def __init__(self, server: str, client_id: str, client_secret: str | None = None, scope: str | None = None,
+                 auth_method: str = 'post', timeout: float = TIMEOUT, resource: str | list[str] | None = None,
+                 private_key: str | bytes | None = None, key_id: str | None = None):
         self.server = server.rstrip('/') + '/'
         self.timeout = timeout
         self.session = requests.Session()
         self.client_id, self.client_secret = client_id, client_secret
         self.scope, self.auth_method, self.resource = scope, auth_method, resource
+        self.private_key, self.key_id = private_key, key_id
 
     @cached_property
     def metadata(self) -> dict:
@@ -200,7 +261,8 @@ class ApiClient:
     @cached_property
     def auth(self) -> ClientCredentials:
         return ClientCredentials(self.endpoint('token_endpoint'), self.client_id, self.client_secret,
-                                 self.scope, self.auth_method, self.timeout, self.session, self.resource)
+                                 self.scope, self.auth_method, self.timeout, self.session, self.resource,
+                                 self.private_key, self.key_id)
 
     def call(self, operation, *args, **kwargs):
         """Run one operation against the server; transport failures become one-line ClientErrors."""
@@ -272,6 +334,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help='client_secret_post (form fields, as the tutorial) or client_secret_basic')
     parser.add_argument('--resource', action='append', metavar='URI',
                         help='an API the token is for (RFC 8707); repeat for several')
+    parser.add_argument('--private-key', metavar='FILE',
+                        help='authenticate with private_key_jwt, signing with this PEM key (no secret needed)')
+    parser.add_argument('--key-id', metavar='KID', help="the key's kid as registered (default: its thumbprint)")
     commands = parser.add_subparsers(dest='command', metavar='COMMAND')
     commands.add_parser('me', help='show who the token belongs to (the default)')
     commands.add_parser('token', help='print a new token response (the access token included)')
@@ -282,21 +347,53 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     revoke.add_argument('token', nargs='?')
     introspect = commands.add_parser('introspect', help='ask the server about TOKEN')
     introspect.add_argument('token')
+    make_key = commands.add_parser('make-key', help='write a new private key to FILE and print its public JWK Set, '
+                                                    'to register with create-client --jwks')
+    make_key.add_argument('file', metavar='FILE')
+    make_key.add_argument('--alg', choices=('ES256', 'RS256', 'Ed25519'), default='ES256')
     args = parser.parse_args(argv)
     if urlsplit(args.server).scheme not in ('http', 'https') or not urlsplit(args.server).hostname:
         parser.error(f'--server must be an http(s) URL, not {args.server!r}')
     return args
 
 
+def make_key(path: str, alg: str) -> dict:
+    """Write a new private key to `path`, readable by its owner only, and
+    return the public JWK Set to register. An existing file is kept."""
+    private_pem, jwks = PrivateKey.generate(alg)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as error:
+        raise ClientError(f'cannot create {path}: {error.strerror}') from None
+    with os.fdopen(descriptor, 'w') as file:
+        file.write(private_pem)
+    return jwks
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.command == 'make-key':
+        try:
+            print(json.dumps(make_key(args.file, args.alg), indent=2))
+        except ClientError as error:
+            print(f'client.py: {error}', file=sys.stderr)
+            return 1
+        return 0
+    private_key = None
+    if args.private_key:
+        try:
+            with open(args.private_key, 'rb') as file:
+                private_key = file.read(100_000)
+        except OSError as error:
+            print(f'client.py: cannot read {args.private_key}: {error.strerror}', file=sys.stderr)
+            return 1
     host = urlsplit(args.server).hostname
     if urlsplit(args.server).scheme == 'http' and host not in ('127.0.0.1', 'localhost', '::1'):
         # RFC 6749 §2.3.1: client credentials travel only over TLS.
         print(f'client.py: warning: sending credentials to {host} without HTTPS', file=sys.stderr)
-    api = ApiClient(args.server, args.client_id, args.client_secret, args.scope, args.auth_method,
-                    resource=args.resource)
     try:
+        api = ApiClient(args.server, args.client_id, args.client_secret, args.scope, args.auth_method,
+                        resource=args.resource, private_key=private_key, key_id=args.key_id)
         if args.command == 'token':
             result = api.token()
         elif args.command == 'items':

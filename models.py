@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import re
 import secrets
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, TypeDecorator
+from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, Text, TypeDecorator
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -27,6 +28,7 @@ from production.database import db, execute_one
 # PBKDF2-HMAC-SHA256 is a salted keyed SHA-256; Werkzeug's check compares in
 # constant time.
 SECRET_HASH_METHOD = "pbkdf2:sha256:1"  # noqa: S105 - a hash method name, not a secret
+PRIVATE_KEY_JWT = "private_key_jwt"
 # Hashed when the client id is unknown, so that unknown client and wrong
 # secret take the same time and cannot be told apart (RFC 6749 §5.2).
 _DUMMY_SECRET_HASH = generate_password_hash(secrets.token_urlsafe(32), SECRET_HASH_METHOD)
@@ -105,6 +107,8 @@ class ClientRules:
     scope: str
     grant_types: str
     token_lifetime: int | None
+    token_endpoint_auth_method: str
+    jwks: str | None
     secret_hash: str
     previous_secret_hash: str | None
     previous_secret_expires: datetime | None
@@ -131,6 +135,15 @@ class ClientRules:
     @property
     def allowed_grant_types(self) -> list[str]:
         return self.grant_types.split()
+
+    @property
+    def uses_private_key_jwt(self) -> bool:
+        return self.token_endpoint_auth_method == PRIVATE_KEY_JWT
+
+    @property
+    def key_ids(self) -> list[str]:
+        """The kids of a private_key_jwt client's registered public keys."""
+        return [key["kid"] for key in json.loads(self.jwks)["keys"]] if self.jwks else []
 
     def token_expires_in(self, default: int) -> int:
         """Seconds this client's new tokens live: its own lifetime, or the server's."""
@@ -209,6 +222,13 @@ class Client(ClientRules, db.Model):
     grant_types: Mapped[str] = mapped_column(String(200), default="client_credentials")
     # Seconds; None means the server's OAUTH2_PROVIDER_TOKEN_EXPIRES_IN.
     token_lifetime: Mapped[int | None] = mapped_column(Integer, default=None)
+    # RFC 7591 §2: how it authenticates. "client_secret_basic" (RFC 7591's
+    # default) sends its secret, in Basic or in the form (client_secret_post);
+    # "private_key_jwt" (RFC 7523) signs an assertion with a key of `jwks`,
+    # its registered JWK Set of public keys, and has no usable secret.
+    token_endpoint_auth_method: Mapped[str] = mapped_column(
+        String(40), default="client_secret_basic", server_default="client_secret_basic")
+    jwks: Mapped[str | None] = mapped_column(Text, default=None)
     # "opaque" or "jwt"; None means the server's ACCESS_TOKEN_FORMAT.
     token_format: Mapped[str | None] = mapped_column(String(10), default=None)
     # The resources (RFC 8707) it may ask tokens for, space-delimited absolute
@@ -248,6 +268,13 @@ class Client(ClientRules, db.Model):
             return None
         return db.session.execute(db.select(cls).filter_by(client_id=client_id)).scalar_one_or_none()
 
+    def use_keys(self, jwks: str) -> None:
+        """Authenticate with private_key_jwt from now on, with the keys of
+        `jwks` (checked: production/client_assertions.check_jwks). The secret
+        is replaced by one nobody knows."""
+        self.token_endpoint_auth_method, self.jwks = PRIVATE_KEY_JWT, jwks
+        self.set_secret(random_credential(32))
+
     def set_secret(self, client_secret: str) -> None:
         self.secret_hash = generate_password_hash(client_secret, SECRET_HASH_METHOD)
         self.previous_secret_hash = self.previous_secret_expires = None
@@ -281,6 +308,7 @@ class Client(ClientRules, db.Model):
     def to_dict(self) -> dict:
         return {"client_id": self.client_id, "name": self.name, "scope": self.scope,
                 "grant_types": self.allowed_grant_types, "token_lifetime": self.token_lifetime,
+                "token_endpoint_auth_method": self.token_endpoint_auth_method, "key_ids": self.key_ids,
                 "token_format": self.token_format, "resources": self.resources.split(),
                 "disabled": self.disabled, "created_at": self.created_at.isoformat()}
 
@@ -354,6 +382,8 @@ class ClientView(ClientRules):
     token_lifetime: int | None
     token_format: str | None
     resources: str
+    token_endpoint_auth_method: str
+    jwks: str | None
     disabled: bool
     secret_hash: str
     previous_secret_hash: str | None
@@ -381,6 +411,9 @@ class ClientView(ClientRules):
         if client is None:
             check_password_hash(_DUMMY_SECRET_HASH, client_secret or "")
             return None, "no_credentials" if not client_id else "unknown_client"
+        if client.uses_private_key_jwt:  # it has keys, not a secret
+            check_password_hash(_DUMMY_SECRET_HASH, client_secret or "")
+            return None, "secret_from_key_client"
         if not client.check_secret(client_secret):
             return None, "wrong_secret"
         if client.disabled:

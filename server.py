@@ -15,15 +15,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from flask import Flask, jsonify, request, url_for
+from flask import Flask, jsonify, request
 from oauthlib.oauth2.rfc6749 import errors
 from sqlalchemy.exc import SQLAlchemyError
 
 from models import Client, ClientView, Item, Token, TokenView, db
-from production import access_tokens, audit, cli, database, headers, housekeeping, settings
+from production import access_tokens, audit, cli, client_assertions, database, headers, housekeeping, settings
 from production import errors as error_responses
 from production.bruteforce import limit_failed_authentication, limit_token_issuance
 from production.provider import ClientCredentialsProvider, form_post
+from production.settings import public_url
 from production.signing_keys import key_ring
 from production.sqlite import check_file
 
@@ -160,28 +161,26 @@ def introspect_token():
     pass  # RFC 7662: the answer is the token's state
 
 
-def public_url(endpoint: str = '') -> str:
-    """An absolute URL under the issuer (OAUTH2_ISSUER, or the request's own)."""
-    return settings.issuer() + (url_for(endpoint)[len(request.script_root):] if endpoint else '')
-
-
 @app.get('/.well-known/oauth-authorization-server')
 def authorization_server_metadata():
     # RFC 8414 §2, written out: oauthlib's MetadataEndpoint would advertise
     # every grant of Flask-OAuthlib's combined server and refuses an http issuer.
-    auth_methods = ['client_secret_basic', 'client_secret_post']
+    auth_methods = ['client_secret_basic', 'client_secret_post', 'private_key_jwt']
     return jsonify(
         issuer=public_url(),
         token_endpoint=public_url('access_token'),
         jwks_uri=public_url('jwks'),
         token_endpoint_auth_methods_supported=auth_methods,
+        token_endpoint_auth_signing_alg_values_supported=client_assertions.SIGNING_ALGS,
         grant_types_supported=['client_credentials'],
         response_types_supported=[],  # no authorization endpoint: nothing is sent to a browser
         scopes_supported=app.config['OAUTH2_SCOPES_SUPPORTED'],
         revocation_endpoint=public_url('revoke_token'),
         revocation_endpoint_auth_methods_supported=auth_methods,
+        revocation_endpoint_auth_signing_alg_values_supported=client_assertions.SIGNING_ALGS,
         introspection_endpoint=public_url('introspect_token'),
         introspection_endpoint_auth_methods_supported=auth_methods,
+        introspection_endpoint_auth_signing_alg_values_supported=client_assertions.SIGNING_ALGS,
     )
 
 

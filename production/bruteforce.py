@@ -23,7 +23,7 @@ from sqlalchemy import Float, Integer, String, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Mapped, mapped_column
 
-from production import audit
+from production import audit, client_assertions
 from production.database import db
 from production.errors import RetryLater, oauth_error_response
 from production.validator import client_credentials
@@ -31,8 +31,12 @@ from production.validator import client_credentials
 
 def presented_client_id() -> str | None:
     """The client id as the validator will read it, so that re-encoding an
-    id (Appendix B) does not give an attacker a fresh counter."""
+    id (Appendix B) does not give an attacker a fresh counter; for an
+    assertion (private_key_jwt), the client it names."""
     try:
+        assertion = client_assertions.presented_assertion()
+        if assertion is not None:
+            return client_assertions.presented_client_id(assertion)
         client_id, _ = client_credentials()
     except (errors.OAuth2Error, ValueError):
         return None

@@ -16,6 +16,7 @@ from models import Client, Token, check_name, db, scope_to_list, utcnow
 from production import audit
 from production.audiences import check_resource
 from production.bruteforce import RateLimitCounter
+from production.client_assertions import UsedAssertion, check_jwks
 from production.database import database_error_line, upgrade_schema
 from production.signing_keys import ALGORITHMS, SigningKey, key_ring, passphrase
 
@@ -64,6 +65,19 @@ def validate_resources(ctx, param, resources):
         raise click.BadParameter(str(error)) from None
 
 
+def read_jwks(ctx, param, path):
+    """--jwks FILE: the JWK Set as stored; a one-line error otherwise."""
+    if path is None:
+        return None
+    try:
+        with open(path, encoding='utf-8') as file:
+            return check_jwks(file.read(1_000_000))
+    except (OSError, UnicodeDecodeError) as error:
+        raise click.BadParameter(f'cannot read {path}: {getattr(error, "strerror", None) or error}') from None
+    except ValueError as error:
+        raise click.BadParameter(f'{path}: {error}') from None
+
+
 def existing_client(client_id: str) -> Client:
     client = Client.find(client_id)
     if client is None:
@@ -92,6 +106,9 @@ STORED_FORMAT = {'opaque': 'opaque', 'jwt': 'jwt', 'default': None}
 format_option = click.option(
     '--token-format', type=click.Choice(list(STORED_FORMAT)),
     help="Its access tokens: opaque, jwt (RFC 9068), or the server's ACCESS_TOKEN_FORMAT.")
+jwks_option = click.option(
+    '--jwks', metavar='FILE', callback=read_jwks,
+    help="A JWK Set of the client's public keys, for private_key_jwt (RFC 7523).")
 resource_option = click.option(
     '--resource', 'resources', multiple=True, metavar='URI', callback=validate_resources,
     help="An API (RFC 8707 resource) it may get tokens for; repeat for several. "
@@ -105,20 +122,35 @@ resource_option = click.option(
 @lifetime_option
 @format_option
 @resource_option
+@click.option('--auth-method', type=click.Choice(['client_secret_basic', 'private_key_jwt']),
+              default='client_secret_basic', show_default=True,
+              help='How it authenticates (RFC 7591): a secret, or an assertion signed with a key of --jwks.')
+@jwks_option
 @click.option('--no-tokens', is_flag=True,
               help='The client may not get tokens (it only revokes or introspects).')
 @json_option
 @database_command
-def create_client_command(name, scope, token_lifetime, token_format, resources, no_tokens, as_json):
-    """Register a machine client and print its secret, once."""
+def create_client_command(name, scope, token_lifetime, token_format, resources, auth_method, jwks, no_tokens,
+                          as_json):
+    """Register a machine client and print its secret, once (or, with
+    private_key_jwt, its key ids: it has no secret)."""
+    if (auth_method == 'private_key_jwt') != (jwks is not None):
+        raise click.UsageError('--auth-method private_key_jwt and --jwks FILE go together')
     client, client_secret = Client.create(name, scope, grant_types='' if no_tokens else 'client_credentials')
     client.token_lifetime = token_lifetime or None
     client.token_format = STORED_FORMAT.get(token_format)
     client.resources = ' '.join(resources)
+    if jwks is not None:
+        client.use_keys(jwks[0])
+        client_secret = None
     db.session.commit()
-    audit.event('client_created', client.client_id, scope=client.scope)
+    audit.event('client_created', client.client_id, scope=client.scope,
+                token_endpoint_auth_method=client.token_endpoint_auth_method, key_ids=client.key_ids)
     if not as_json:
         click.echo(f'Created client {client.name!r}.')
+    if client_secret is None:
+        echo_client(client, as_json)
+        return
     echo_client(client, as_json, client_secret=client_secret)
     if not as_json:
         click.echo('Store the secret now: only its hash is kept and it cannot be shown again.')
@@ -163,18 +195,26 @@ def show_client_command(client_id, as_json):
 @format_option
 @resource_option
 @click.option('--no-resources', is_flag=True, help="Only this server's own API from now on.")
+@click.option('--jwks', metavar='FILE', callback=read_jwks,
+              help="Replace a private_key_jwt client's public keys with this JWK Set.")
 @json_option
 @database_command
-def update_client_command(client_id, name, scope, token_lifetime, token_format, resources, no_resources,
+def update_client_command(client_id, name, scope, token_lifetime, token_format, resources, no_resources, jwks,
                           as_json):
-    """Change a client's name, scopes, token lifetime, token format or resources.
-    Its live tokens keep the format and audience they were issued with."""
+    """Change a client's name, scopes, token lifetime, token format,
+    resources or keys. Its live tokens keep the format and audience they
+    were issued with."""
     if resources and no_resources:
         raise click.UsageError('give --resource or --no-resources, not both')
-    if (name, scope, token_lifetime, token_format) == (None,) * 4 and not resources and not no_resources:
+    if (name, scope, token_lifetime, token_format, jwks) == (None,) * 5 and not resources and not no_resources:
         raise click.UsageError('nothing to change: give --name, --scope, --token-lifetime, '
-                               '--token-format, --resource or --no-resources')
+                               '--token-format, --resource, --no-resources or --jwks')
     client = existing_client(client_id)
+    if jwks is not None:
+        if not client.uses_private_key_jwt:
+            raise click.UsageError(f'{client.client_id} authenticates with a secret; --jwks is for a client '
+                                   'created with --auth-method private_key_jwt')
+        client.jwks = jwks[0]
     if name is not None:
         client.name = name
     if scope is not None:
@@ -187,7 +227,7 @@ def update_client_command(client_id, name, scope, token_lifetime, token_format, 
         client.resources = ' '.join(resources)
     db.session.commit()
     audit.event('client_updated', client.client_id, scope=client.scope, token_lifetime=client.token_lifetime,
-                token_format=client.token_format, resources=client.resources.split())
+                token_format=client.token_format, resources=client.resources.split(), key_ids=client.key_ids)
     echo_client(client, as_json)
 
 
@@ -224,6 +264,9 @@ def enable_client_command(client_id):
 def rotate_secret_command(client_id, grace, as_json):
     """Give a client a new secret and print it, once."""
     client = existing_client(client_id)
+    if client.uses_private_key_jwt:
+        raise click.ClickException(f'{client.client_id} has keys, not a secret: '
+                                   'change them with update-client --jwks FILE')
     client_secret = client.rotate_secret(grace)
     db.session.commit()
     audit.event('secret_rotated', client.client_id, grace=grace)
@@ -256,8 +299,10 @@ def delete_client_command(client_id, yes):
 @database_command
 def purge_tokens_command():
     """Delete expired and revoked tokens, expired rate-limit counters and
-    signing keys no longer published (safe while the server runs)."""
+    signing keys no longer published, and expired assertion ids (safe while
+    the server runs)."""
     tokens, counters, keys = Token.purge(), RateLimitCounter.purge(), SigningKey.purge()
+    UsedAssertion.purge()
     click.echo(f'Purged {tokens} token(s), {counters} expired rate-limit counter(s) '
                f'and {keys} retired signing key(s).')
 

@@ -5,7 +5,7 @@ FLASK_RATELIMIT_ENABLED=false is False), and DATABASE_URL names the database.
 """
 import os
 
-from flask import current_app, request
+from flask import current_app, request, url_for
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -24,6 +24,9 @@ DEFAULTS = {
     'SIGNING_KEY_CACHE_SECONDS': 60,  # a process signs with the key it read for this long
     # This server's own API as a resource (RFC 8707); default: the issuer + /api.
     'API_RESOURCE': None,
+    # private_key_jwt (RFC 7523): the longest an assertion may be valid for;
+    # its jti is kept in the database that long.
+    'CLIENT_ASSERTION_MAX_LIFETIME': 300,
     'MAX_CONTENT_LENGTH': 64 * 1024,
     # RFC 6749 §2.3.1: the token endpoint MUST resist brute force. Failed
     # client authentications are counted per address, and per client id
@@ -85,3 +88,8 @@ def issuer() -> str:
     request came to. Behind a proxy the public address differs from the one
     the server binds, so production sets it."""
     return (current_app.config['OAUTH2_ISSUER'] or request.url_root).rstrip('/')
+
+
+def public_url(endpoint: str = '') -> str:
+    """An absolute URL under the issuer: the issuer itself, or an endpoint's."""
+    return issuer() + (url_for(endpoint)[len(request.script_root):] if endpoint else '')

@@ -17,7 +17,7 @@ from flask_oauthlib.provider import OAuth2RequestValidator
 from oauthlib.oauth2.rfc6749 import errors
 
 from models import ClientView, Token, TokenView, db, scope_to_list
-from production import audit
+from production import audit, client_assertions
 from production.audiences import api_resource
 
 # RFC 6750 §2.1: b64token, the syntax of a Bearer credential.
@@ -58,10 +58,15 @@ class ClientCredentialsValidator(OAuth2RequestValidator):
         return True
 
     def authenticate_client(self, request, *args, **kwargs):
-        # The fork compares plaintext secrets with `!=`; ours are hashed and
-        # compared in constant time.
-        client_id, client_secret = self._get_client_creds_from_request(request)
-        client, failure = ClientView.authenticate(client_id, client_secret)
+        assertion = client_assertions.presented_assertion()
+        if assertion is not None:  # private_key_jwt (RFC 7523 §2.2)
+            client_id = client_assertions.presented_client_id(assertion)
+            client, failure = client_assertions.authenticate(assertion)
+        else:
+            # The fork compares plaintext secrets with `!=`; ours are hashed
+            # and compared in constant time.
+            client_id, client_secret = self._get_client_creds_from_request(request)
+            client, failure = ClientView.authenticate(client_id, client_secret)
         if client is None:
             audit.event('authentication_failed', client_id, reason=failure)
             return False

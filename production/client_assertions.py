@@ -1,0 +1,200 @@
+"""Client authentication with private_key_jwt (RFC 7523 §2.2): no shared secret.
+
+A client registered with a JWK Set of public keys proves who it is by
+sending, instead of a secret, a short JWT it signed with its private key:
+
+    client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer
+    client_assertion=<JWT: iss and sub its client_id, aud this server, exp, jti>
+
+The server stores only public keys, so nothing in its database lets anyone
+act as the client; the client rotates its key by registering the new public
+key next to the old one, switching, then removing the old one.
+
+The checks are RFC 7523 §3's, each failure a plain `invalid_client` with
+the reason in the audit log only. A `jti` is accepted once: it is kept in the
+database until the assertion expires, so a replay fails on every worker and
+every app server.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import time
+import warnings
+from datetime import UTC, datetime
+
+from flask import current_app, request
+from joserfc import jwt
+from joserfc.errors import ClaimError, ExpiredTokenError, JoseError, SecurityWarning
+from joserfc.jwk import KeySet
+from joserfc.jwt import JWTClaimsRegistry
+from oauthlib.oauth2.rfc6749 import errors
+from sqlalchemy import String, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models import ClientView, UTCDateTime, db, utcnow
+from production.database import execute_one
+from production.settings import issuer, public_url
+
+ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer'  # RFC 7523 §2.2
+# Asymmetric only: never `none`, never an HMAC (whose key would be the secret
+# this method exists to avoid, or a public key an attacker knows).
+SIGNING_ALGS = ['RS256', 'ES256', 'EdDSA', 'Ed25519']
+# EdDSA is Ed25519's older name (RFC 9864); many client libraries still send it.
+warnings.filterwarnings('ignore', message='EdDSA is deprecated', category=SecurityWarning)
+CLOCK_SKEW = 5  # seconds
+PRIVATE_MEMBERS = {'d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k'}  # RFC 7518 §6: never in a public key
+
+
+class UsedAssertion(db.Model):
+    """A client assertion's jti, kept until the assertion expires (RFC 7523 §3 item 7)."""
+
+    __tablename__ = 'used_assertions'
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)  # SHA-256 of the client and the jti
+    expires: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+    @classmethod
+    def purge(cls) -> int:
+        deleted = db.session.execute(db.delete(cls).where(cls.expires <= utcnow())).rowcount
+        db.session.commit()
+        return deleted
+
+
+# One statement, so that two workers given the same jti at the same moment
+# cannot both accept it: the second insert finds the row and returns nothing.
+# SQLite (3.35+) and PostgreSQL share this syntax.
+_REMEMBER_JTI = text('INSERT INTO used_assertions (key, expires) VALUES (:key, :expires) '
+                     'ON CONFLICT (key) DO NOTHING RETURNING key').bindparams(
+    db.bindparam('expires', type_=UTCDateTime))
+
+
+def check_jwks(document: str) -> tuple[str, list[str]]:
+    """A client's JWK Set as it is stored, and its keys' kids; ValueError says
+    what is wrong. Public asymmetric keys only; a key without a kid gets its
+    RFC 7638 thumbprint as one."""
+    try:
+        parsed = json.loads(document)
+    except ValueError:
+        raise ValueError('the JWK Set is not JSON') from None
+    if not isinstance(parsed, dict) or not isinstance(parsed.get('keys'), list) or not parsed['keys']:
+        raise ValueError('a JWK Set is a JSON object with a non-empty "keys" list (RFC 7517 §5)')
+    keys = []
+    for number, member in enumerate(parsed['keys'], 1):
+        if not isinstance(member, dict) or member.get('kty') not in ('RSA', 'EC', 'OKP'):
+            raise ValueError(f'key {number}: only RSA, EC and OKP public keys are accepted')
+        if PRIVATE_MEMBERS & set(member):
+            raise ValueError(f'key {number} is a private key: register the public key only')
+        try:
+            key = KeySet.import_key_set({'keys': [member]}).keys[0]
+        except (JoseError, ValueError, TypeError, KeyError) as error:
+            raise ValueError(f'key {number} cannot be read: {error}') from None
+        if member['kty'] == 'RSA' and key.raw_value.key_size < 2048:
+            raise ValueError(f'key {number}: an RSA key needs at least 2048 bits')
+        keys.append({**key.as_dict(private=False), 'kid': member.get('kid') or key.thumbprint()})
+    kids = [key['kid'] for key in keys]
+    if len(set(kids)) != len(kids):
+        raise ValueError('two keys share a kid')
+    return json.dumps({'keys': keys}), kids
+
+
+def presented_assertion() -> str | None:
+    """This request's client_assertion, or None when it brings none.
+    RFC 6749 §2.3: one authentication method per request."""
+    assertion_type = request.form.get('client_assertion_type')
+    assertion = request.form.get('client_assertion')
+    if assertion_type is None and assertion is None:
+        return None
+    if not assertion_type or not assertion:
+        raise errors.InvalidRequestError(description='Send client_assertion with client_assertion_type.')
+    if request.form.get('client_secret') or (request.authorization and request.authorization.type == 'basic'):
+        raise errors.InvalidRequestError(description='Use one client authentication method, not both.')
+    return assertion
+
+
+def unverified(assertion: str, part: int) -> dict:
+    """The header (part 0) or the claims (1) of a compact JWS, before any
+    check: only to know whose keys, and which of them, to check it with."""
+    try:
+        segment = assertion.split('.')[part]
+        value = json.loads(base64.urlsafe_b64decode(segment + '=' * (-len(segment) % 4)))
+    except (IndexError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def presented_client_id(assertion: str) -> str | None:
+    """Who the assertion says it is from, unverified: for the audit log and
+    the brute-force counters, as a presented client id is."""
+    subject = unverified(assertion, 1).get('sub')
+    return subject if isinstance(subject, str) else None
+
+
+def audiences() -> list[str]:
+    # RFC 7523 §3 item 3: the token endpoint's URL; the issuer is accepted
+    # too (RFC 8414 §2), as several client libraries send it.
+    return [issuer(), public_url('access_token')]
+
+
+def authenticate(assertion: str) -> tuple[ClientView | None, str]:
+    """(the client that signed this assertion, "") or (None, why not): the
+    reason is for the audit log only."""
+    if request.form.get('client_assertion_type') != ASSERTION_TYPE:
+        return None, 'unsupported_assertion_type'
+    subject = presented_client_id(assertion)
+    form_client_id = request.form.get('client_id')
+    if subject is None or (form_client_id and form_client_id != subject):
+        return None, 'wrong_subject'
+    client = ClientView.find(subject)
+    if client is None:
+        return None, 'unknown_client'
+    if not client.uses_private_key_jwt:
+        return None, 'assertion_from_secret_client'
+    token = verified(assertion, KeySet.import_key_set(json.loads(client.jwks)))
+    if token is None:
+        return None, 'bad_signature_or_unknown_kid'
+    failure = check_claims(token.claims, subject)
+    if failure:
+        return None, failure
+    if client.disabled:
+        return None, 'client_disabled'
+    if not remember_jti(subject, token.claims['jti'], token.claims['exp']):
+        return None, 'replayed_jti'
+    return client, ''
+
+
+def verified(assertion: str, keys: KeySet):
+    """The assertion if one of the client's keys signed it: the key its kid
+    names, or, without a kid, each of the client's keys in turn."""
+    kid = unverified(assertion, 0).get('kid')
+    candidates = [key for key in keys.keys if key.kid == kid] if kid is not None else keys.keys
+    for key in candidates:
+        try:
+            return jwt.decode(assertion, key, algorithms=SIGNING_ALGS)
+        except (JoseError, ValueError):
+            continue
+    return None
+
+
+def check_claims(claims: dict, client_id: str) -> str:
+    """RFC 7523 §3: "" when the claims are right, else what is wrong."""
+    registry = JWTClaimsRegistry(
+        leeway=CLOCK_SKEW, iss={'essential': True, 'value': client_id}, sub={'essential': True, 'value': client_id},
+        aud={'essential': True, 'values': audiences()}, exp={'essential': True}, jti={'essential': True})
+    try:
+        registry.validate(claims)
+    except ExpiredTokenError:
+        return 'expired'
+    except ClaimError as error:  # missing, or not the value it must be
+        return f'{error.error}:{error.claim}'
+    if claims['exp'] > time.time() + current_app.config['CLIENT_ASSERTION_MAX_LIFETIME']:
+        return 'too_long_lived'
+    return ''
+
+
+def remember_jti(client_id: str, jti: str, exp: float) -> bool:
+    """False if this client's jti was seen before; else keep it until exp."""
+    key = hashlib.sha256(f'{client_id}\0{jti}'.encode()).hexdigest()
+    expires = datetime.fromtimestamp(exp, UTC)
+    return execute_one(_REMEMBER_JTI, {'key': key, 'expires': expires}, write=True) is not None
