@@ -111,9 +111,10 @@ def test_metadata_document(http):
     assert metadata['introspection_endpoint'] == 'http://localhost/oauth/introspect'
     assert metadata['grant_types_supported'] == ['client_credentials']
     assert metadata['response_types_supported'] == []
-    assert metadata['scopes_supported'] == ['read', 'write', 'introspect']
+    assert metadata['scopes_supported'] == ['read', 'write', 'introspect', 'admin']
     for key in ('token_endpoint', 'revocation_endpoint', 'introspection_endpoint'):
-        assert metadata[f'{key}_auth_methods_supported'] == ['client_secret_basic', 'client_secret_post']
+        assert metadata[f'{key}_auth_methods_supported'] == ['client_secret_basic', 'client_secret_post',
+                                                             'private_key_jwt']
     # §2: the issuer has no query or fragment; every endpoint lives under it.
     assert '?' not in metadata['issuer'] and '#' not in metadata['issuer']
 
