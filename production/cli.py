@@ -12,11 +12,10 @@ import click
 from flask import Blueprint, current_app
 from sqlalchemy.exc import SQLAlchemyError
 
-from models import Client, Token, check_name, db, scope_to_list, utcnow
-from production import audit
-from production.audiences import check_resource
+from models import Client, Token, check_name, db
+from production import audit, client_admin
 from production.bruteforce import RateLimitCounter
-from production.client_assertions import UsedAssertion, check_jwks
+from production.client_assertions import UsedAssertion
 from production.database import database_error_line, upgrade_schema
 from production.signing_keys import ALGORITHMS, SigningKey, key_ring, passphrase
 
@@ -41,28 +40,17 @@ def database_command(command):
     return run
 
 
-def validate_scope(ctx, param, scope):
-    if scope is None:
-        return None
-    unknown = set(scope_to_list(scope)) - set(current_app.config['OAUTH2_SCOPES_SUPPORTED'])
-    if unknown:
-        raise click.BadParameter(f'unknown scope {sorted(unknown)[0]!r}; supported: '
-                                 + ' '.join(current_app.config['OAUTH2_SCOPES_SUPPORTED']))
-    return ' '.join(scope_to_list(scope))
-
-
-def validate_name(ctx, param, name):
-    try:
-        return None if name is None else check_name(name)
-    except ValueError as error:
-        raise click.BadParameter(str(error)) from None
-
-
-def validate_resources(ctx, param, resources):
-    try:
-        return [check_resource(uri) for uri in dict.fromkeys(resources)]
-    except ValueError as error:
-        raise click.BadParameter(str(error)) from None
+def click_check(check):
+    """A click callback from one of client_admin's checks: its ValueError,
+    a usage error (exit 2) naming the option."""
+    def callback(ctx, param, value):
+        if value is None or value == ():
+            return value
+        try:
+            return check(value)
+        except ValueError as error:
+            raise click.BadParameter(str(error)) from None
+    return callback
 
 
 def read_jwks(ctx, param, path):
@@ -71,7 +59,7 @@ def read_jwks(ctx, param, path):
         return None
     try:
         with open(path, encoding='utf-8') as file:
-            return check_jwks(file.read(1_000_000))
+            return client_admin.check_jwks_value(file.read(1_000_000))
     except (OSError, UnicodeDecodeError) as error:
         raise click.BadParameter(f'cannot read {path}: {getattr(error, "strerror", None) or error}') from None
     except ValueError as error:
@@ -79,14 +67,21 @@ def read_jwks(ctx, param, path):
 
 
 def existing_client(client_id: str) -> Client:
-    client = Client.find(client_id)
+    client = client_admin.find(client_id)
     if client is None:
         raise click.ClickException(f'no client with id {client_id!r} (see: flask --app server list-clients)')
     return client
 
 
-def echo_client(client: Client, as_json: bool, **extra) -> None:
-    shown = {**client.to_dict(), **extra}
+def run(operation, *args, **kwargs):
+    """A client_admin operation; what it refuses is a one-line error (exit 1)."""
+    try:
+        return operation(*args, actor='cli', **kwargs)
+    except client_admin.InvalidMetadata as error:
+        raise click.ClickException(str(error)) from None
+
+
+def echo_client(shown: dict, as_json: bool) -> None:
     if as_json:
         click.echo(current_app.json.dumps(shown))
         return
@@ -99,30 +94,29 @@ def echo_client(client: Client, as_json: bool, **extra) -> None:
 client_id_argument = click.argument('client_id', metavar='CLIENT_ID')
 json_option = click.option('--json', 'as_json', is_flag=True, help='Print JSON.')
 lifetime_option = click.option(
-    '--token-lifetime', type=click.IntRange(0, 366 * 24 * 3600), metavar='SECONDS',
+    '--token-lifetime', type=click.IntRange(0, client_admin.MAX_TOKEN_LIFETIME), metavar='SECONDS',
     help="Lifetime of this client's tokens; 0 means the server default.")
-# --token-format as stored: 'default' is None, the server's ACCESS_TOKEN_FORMAT.
-STORED_FORMAT = {'opaque': 'opaque', 'jwt': 'jwt', 'default': None}
 format_option = click.option(
-    '--token-format', type=click.Choice(list(STORED_FORMAT)),
+    '--token-format', type=click.Choice([*client_admin.TOKEN_FORMATS, 'default']),
     help="Its access tokens: opaque, jwt (RFC 9068), or the server's ACCESS_TOKEN_FORMAT.")
 jwks_option = click.option(
     '--jwks', metavar='FILE', callback=read_jwks,
     help="A JWK Set of the client's public keys, for private_key_jwt (RFC 7523).")
 resource_option = click.option(
-    '--resource', 'resources', multiple=True, metavar='URI', callback=validate_resources,
+    '--resource', 'resources', multiple=True, metavar='URI', callback=click_check(client_admin.check_resources),
     help="An API (RFC 8707 resource) it may get tokens for; repeat for several. "
          "None: only this server's own API.")
+name_check, scope_check = click_check(check_name), click_check(client_admin.check_scope)
 
 
 @commands.cli.command('create-client')
-@click.argument('name', callback=validate_name)
-@click.option('--scope', default='read write', show_default=True, callback=validate_scope,
+@click.argument('name', callback=name_check)
+@click.option('--scope', default='read write', show_default=True, callback=scope_check,
               help='Space-separated scopes the client may request.')
 @lifetime_option
 @format_option
 @resource_option
-@click.option('--auth-method', type=click.Choice(['client_secret_basic', 'private_key_jwt']),
+@click.option('--auth-method', type=click.Choice(client_admin.AUTH_METHODS),
               default='client_secret_basic', show_default=True,
               help='How it authenticates (RFC 7591): a secret, or an assertion signed with a key of --jwks.')
 @jwks_option
@@ -136,22 +130,15 @@ def create_client_command(name, scope, token_lifetime, token_format, resources, 
     private_key_jwt, its key ids: it has no secret)."""
     if (auth_method == 'private_key_jwt') != (jwks is not None):
         raise click.UsageError('--auth-method private_key_jwt and --jwks FILE go together')
-    client, client_secret = Client.create(name, scope, grant_types='' if no_tokens else 'client_credentials')
-    client.token_lifetime = token_lifetime or None
-    client.token_format = STORED_FORMAT.get(token_format)
-    client.resources = ' '.join(resources)
-    if jwks is not None:
-        client.use_keys(jwks[0])
-        client_secret = None
-    db.session.commit()
-    audit.event('client_created', client.client_id, scope=client.scope,
-                token_endpoint_auth_method=client.token_endpoint_auth_method, key_ids=client.key_ids)
+    client, client_secret = run(client_admin.create, name, scope=scope, token_lifetime=token_lifetime,
+                                token_format=token_format, resources=resources or (), auth_method=auth_method,
+                                jwks=jwks, may_get_tokens=not no_tokens)
     if not as_json:
         click.echo(f'Created client {client.name!r}.')
     if client_secret is None:
-        echo_client(client, as_json)
+        echo_client(client.to_dict(), as_json)
         return
-    echo_client(client, as_json, client_secret=client_secret)
+    echo_client({**client.to_dict(), 'client_secret': client_secret}, as_json)
     if not as_json:
         click.echo('Store the secret now: only its hash is kept and it cannot be shown again.')
 
@@ -178,18 +165,13 @@ def list_clients_command(as_json):
 @database_command
 def show_client_command(client_id, as_json):
     """Show one client (never its secret)."""
-    client = existing_client(client_id)
-    live = db.session.scalar(db.select(db.func.count(Token.id)).where(
-        Token.client_pk == client.id, Token.revoked_at.is_(None), Token.expires > utcnow()))
-    echo_client(client, as_json, live_tokens=live,
-                previous_secret_valid_until=client.previous_secret_expires and
-                client.previous_secret_expires.isoformat())
+    echo_client(client_admin.describe(existing_client(client_id)), as_json)
 
 
 @commands.cli.command('update-client')
 @client_id_argument
-@click.option('--name', callback=validate_name, help='New name.')
-@click.option('--scope', callback=validate_scope,
+@click.option('--name', callback=name_check, help='New name.')
+@click.option('--scope', callback=scope_check,
               help='New scopes; live tokens lose any scope not in it.')
 @lifetime_option
 @format_option
@@ -206,29 +188,17 @@ def update_client_command(client_id, name, scope, token_lifetime, token_format, 
     were issued with."""
     if resources and no_resources:
         raise click.UsageError('give --resource or --no-resources, not both')
-    if (name, scope, token_lifetime, token_format, jwks) == (None,) * 5 and not resources and not no_resources:
+    given = {'name': name, 'scope': scope, 'token_lifetime': token_lifetime, 'token_format': token_format,
+             'resources': [] if no_resources else resources or None, 'jwks': jwks}
+    changes = {field: value for field, value in given.items() if value is not None}
+    if not changes:
         raise click.UsageError('nothing to change: give --name, --scope, --token-lifetime, '
                                '--token-format, --resource, --no-resources or --jwks')
     client = existing_client(client_id)
-    if jwks is not None:
-        if not client.uses_private_key_jwt:
-            raise click.UsageError(f'{client.client_id} authenticates with a secret; --jwks is for a client '
-                                   'created with --auth-method private_key_jwt')
-        client.jwks = jwks[0]
-    if name is not None:
-        client.name = name
-    if scope is not None:
-        client.set_scope(scope)
-    if token_lifetime is not None:
-        client.token_lifetime = token_lifetime or None
-    if token_format is not None:
-        client.token_format = STORED_FORMAT[token_format]
-    if resources or no_resources:
-        client.resources = ' '.join(resources)
-    db.session.commit()
-    audit.event('client_updated', client.client_id, scope=client.scope, token_lifetime=client.token_lifetime,
-                token_format=client.token_format, resources=client.resources.split(), key_ids=client.key_ids)
-    echo_client(client, as_json)
+    if jwks is not None and not client.uses_private_key_jwt:
+        raise click.UsageError(f'{client.client_id} authenticates with a secret; --jwks is for a client '
+                               'created with --auth-method private_key_jwt')
+    echo_client(run(client_admin.update, client, **changes).to_dict(), as_json)
 
 
 @commands.cli.command('disable-client')
@@ -237,9 +207,7 @@ def update_client_command(client_id, name, scope, token_lifetime, token_format, 
 def disable_client_command(client_id):
     """Refuse a client's credentials and revoke its live tokens, at once."""
     client = existing_client(client_id)
-    revoked = client.disable()
-    db.session.commit()
-    audit.event('client_disabled', client.client_id, tokens_revoked=revoked)
+    revoked = run(client_admin.disable, client)
     click.echo(f'Disabled {client.client_id}; revoked {revoked} token(s).')
 
 
@@ -249,30 +217,33 @@ def disable_client_command(client_id):
 def enable_client_command(client_id):
     """Accept a disabled client again (its revoked tokens stay revoked)."""
     client = existing_client(client_id)
-    client.disabled = False
-    db.session.commit()
-    audit.event('client_enabled', client.client_id)
+    run(client_admin.enable, client)
     click.echo(f'Enabled {client.client_id}.')
+
+
+@commands.cli.command('revoke-tokens')
+@client_id_argument
+@database_command
+def revoke_tokens_command(client_id):
+    """Revoke every live token of a client (it stays enabled: it may get new ones)."""
+    client = existing_client(client_id)
+    revoked = run(client_admin.revoke_tokens, client)
+    click.echo(f'Revoked {revoked} token(s) of {client.client_id}.')
 
 
 @commands.cli.command('rotate-secret')
 @client_id_argument
-@click.option('--grace', type=click.IntRange(0, 30 * 24 * 3600), default=0, show_default=True,
+@click.option('--grace', type=click.IntRange(0, client_admin.MAX_GRACE), default=0, show_default=True,
               metavar='SECONDS', help='How long the old secret keeps working.')
 @json_option
 @database_command
 def rotate_secret_command(client_id, grace, as_json):
     """Give a client a new secret and print it, once."""
     client = existing_client(client_id)
-    if client.uses_private_key_jwt:
-        raise click.ClickException(f'{client.client_id} has keys, not a secret: '
-                                   'change them with update-client --jwks FILE')
-    client_secret = client.rotate_secret(grace)
-    db.session.commit()
-    audit.event('secret_rotated', client.client_id, grace=grace)
+    client_secret = run(client_admin.rotate_secret, client, grace)
     if as_json:
         click.echo(current_app.json.dumps({'client_id': client.client_id, 'client_secret': client_secret,
-                                   'previous_secret_valid_for': grace}))
+                                           'previous_secret_valid_for': grace}))
         return
     click.echo(f'client_id:     {client.client_id}')
     click.echo(f'client_secret: {client_secret}')
@@ -289,9 +260,7 @@ def delete_client_command(client_id, yes):
     client = existing_client(client_id)
     if not yes:
         click.confirm(f'Delete {client.client_id} ({client.name}), its tokens and its items?', abort=True)
-    db.session.delete(client)
-    db.session.commit()
-    audit.event('client_deleted', client_id)
+    run(client_admin.delete, client)
     click.echo(f'Deleted {client_id}.')
 
 

@@ -48,7 +48,7 @@ def test_create_client_without_tokens(cli, http):
 
 
 @pytest.mark.parametrize('args, message', [
-    (['create-client', 'x', '--scope', 'read admin'], "unknown scope 'admin'"),
+    (['create-client', 'x', '--scope', 'read superuser'], "unknown scope 'superuser'"),
     (['create-client', '   '], '"name" must be a non-empty string'),
     (['create-client', 'tab\there'], '"name" must not contain control characters'),
     (['create-client'], "Missing argument 'NAME'"),

@@ -142,7 +142,7 @@ def test_unknown_client_id_is_a_clear_error(cli, command):
 
 @pytest.mark.parametrize('args', [
     ['update-client', 'ID'],
-    ['update-client', 'ID', '--scope', 'admin'],
+    ['update-client', 'ID', '--scope', 'superuser'],
     ['update-client', 'ID', '--name', ''],
     ['create-client', 'x', '--token-lifetime', '-5'],
     ['create-client', 'x', '--token-lifetime', 'soon'],

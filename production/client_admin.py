@@ -1,0 +1,195 @@
+"""Managing clients: each operation once, for the command line
+(production/cli.py) and the admin API (production/admin_api.py) alike.
+
+Each one checks its input (InvalidMetadata names the field, with RFC 7591's
+name), changes the database, commits, and writes its audit line with the
+actor: `cli`, or the admin client's id.
+"""
+from __future__ import annotations
+
+import json
+
+from flask import current_app
+
+from models import Client, Token, check_name, db, scope_to_list, utcnow
+from production import audit
+from production.audiences import check_resource
+from production.client_assertions import check_jwks
+
+MAX_TOKEN_LIFETIME = 366 * 24 * 3600
+MAX_GRACE = 30 * 24 * 3600
+TOKEN_FORMATS = ('opaque', 'jwt')
+AUTH_METHODS = ('client_secret_basic', 'private_key_jwt')
+UNCHANGED = object()  # an update leaves the field as it is
+
+
+class InvalidMetadata(ValueError):
+    """A value a client field cannot take (RFC 7591 §3.2.2 invalid_client_metadata)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+def checked(field: str, check, value):
+    try:
+        return check(value)
+    except InvalidMetadata:
+        raise
+    except (ValueError, TypeError) as error:
+        raise InvalidMetadata(field, str(error)) from None
+
+
+def check_scope(scope) -> str:
+    if not isinstance(scope, str):
+        raise ValueError('"scope" must be a string of space-separated scopes')
+    supported = current_app.config['OAUTH2_SCOPES_SUPPORTED']
+    unknown = set(scope_to_list(scope)) - set(supported)
+    if unknown:
+        raise ValueError(f'unknown scope {sorted(unknown)[0]!r}; supported: ' + ' '.join(supported))
+    return ' '.join(scope_to_list(scope))
+
+
+def check_lifetime(seconds) -> int | None:
+    """Seconds; 0 or None mean the server's default."""
+    if seconds is None:
+        return None
+    if isinstance(seconds, bool) or not isinstance(seconds, int) or not 0 <= seconds <= MAX_TOKEN_LIFETIME:
+        raise ValueError(f'"token_lifetime" must be a whole number of seconds from 0 to {MAX_TOKEN_LIFETIME}')
+    return seconds or None
+
+
+def check_format(token_format) -> str | None:
+    """'opaque' or 'jwt'; None (or 'default') means the server's ACCESS_TOKEN_FORMAT."""
+    if token_format in (None, 'default'):
+        return None
+    if token_format not in TOKEN_FORMATS:
+        raise ValueError('"token_format" must be "opaque", "jwt" or null (the server default)')
+    return token_format
+
+
+def check_resources(resources) -> list[str]:
+    if not isinstance(resources, (list, tuple)) or not all(isinstance(uri, str) for uri in resources):
+        raise ValueError('"resources" must be a list of absolute URIs')
+    return [check_resource(uri) for uri in dict.fromkeys(resources)]
+
+
+def check_jwks_value(jwks) -> str:
+    """A JWK Set given as JSON text (a --jwks file) or as an object (the API's "jwks")."""
+    return check_jwks(jwks if isinstance(jwks, str) else json.dumps(jwks))[0]
+
+
+def find(client_id: str) -> Client | None:
+    return Client.find(client_id)
+
+
+def describe(client: Client) -> dict:
+    """A client as `show-client` and the admin API show it: never a secret."""
+    live = db.session.scalar(db.select(db.func.count(Token.id)).where(
+        Token.client_pk == client.id, Token.revoked_at.is_(None), Token.expires > utcnow()))
+    grace_ends = client.previous_secret_expires
+    return {**client.to_dict(), 'live_tokens': live,
+            'previous_secret_valid_until': grace_ends and grace_ends.isoformat()}
+
+
+def create(name, *, scope='read write', token_lifetime=None, token_format=None, resources=(),
+           auth_method='client_secret_basic', jwks=None, may_get_tokens=True, actor='cli') -> tuple[Client, str | None]:
+    """Register a client; return it with its secret in clear (None for a
+    private_key_jwt client, which has none). `jwks` is the JWK Set, as text."""
+    name = checked('client_name', check_name, name)
+    scope = checked('scope', check_scope, scope)
+    token_lifetime = checked('token_lifetime', check_lifetime, token_lifetime)
+    token_format = checked('token_format', check_format, token_format)
+    resources = checked('resources', check_resources, resources)
+    if auth_method not in AUTH_METHODS:
+        raise InvalidMetadata('token_endpoint_auth_method', '"token_endpoint_auth_method" must be one of: '
+                              + ', '.join(AUTH_METHODS))
+    if (auth_method == 'private_key_jwt') != (jwks is not None):
+        raise InvalidMetadata('jwks', 'private_key_jwt and a JWK Set of public keys ("jwks") go together')
+    if jwks is not None:
+        jwks = checked('jwks', check_jwks_value, jwks)
+    client, client_secret = Client.create(name, scope, grant_types='client_credentials' if may_get_tokens else '')
+    client.token_lifetime, client.token_format, client.resources = token_lifetime, token_format, ' '.join(resources)
+    if jwks is not None:
+        client.use_keys(jwks)
+        client_secret = None
+    db.session.commit()
+    audit.event('client_created', client.client_id, actor=actor, scope=client.scope,
+                token_endpoint_auth_method=client.token_endpoint_auth_method, key_ids=client.key_ids)
+    return client, client_secret
+
+
+def update(client: Client, *, name=UNCHANGED, scope=UNCHANGED, token_lifetime=UNCHANGED, token_format=UNCHANGED,
+           resources=UNCHANGED, jwks=UNCHANGED, actor='cli') -> Client:
+    """Change what is given. Narrowing the scope narrows live tokens; they
+    keep the format and audience they were issued with."""
+    if jwks is not UNCHANGED and not client.uses_private_key_jwt:
+        raise InvalidMetadata('jwks', f'{client.client_id} authenticates with a secret; keys ("jwks") are for '
+                                      'a client registered with private_key_jwt')
+    # Every value is checked before anything changes.
+    changes = {
+        'name': checked('client_name', check_name, name) if name is not UNCHANGED else UNCHANGED,
+        'scope': checked('scope', check_scope, scope) if scope is not UNCHANGED else UNCHANGED,
+        'token_lifetime': checked('token_lifetime', check_lifetime, token_lifetime)
+        if token_lifetime is not UNCHANGED else UNCHANGED,
+        'token_format': checked('token_format', check_format, token_format)
+        if token_format is not UNCHANGED else UNCHANGED,
+        'resources': ' '.join(checked('resources', check_resources, resources))
+        if resources is not UNCHANGED else UNCHANGED,
+        'jwks': checked('jwks', check_jwks_value, jwks) if jwks is not UNCHANGED else UNCHANGED,
+    }
+    for field, value in changes.items():
+        if value is UNCHANGED:
+            continue
+        if field == 'scope':
+            client.set_scope(value)
+        else:
+            setattr(client, field, value)
+    db.session.commit()
+    audit.event('client_updated', client.client_id, actor=actor, scope=client.scope,
+                token_lifetime=client.token_lifetime, token_format=client.token_format,
+                resources=client.resources.split(), key_ids=client.key_ids)
+    return client
+
+
+def disable(client: Client, actor='cli') -> int:
+    """Refuse its credentials and revoke its live tokens; how many."""
+    revoked = client.disable()
+    db.session.commit()
+    audit.event('client_disabled', client.client_id, actor=actor, tokens_revoked=revoked)
+    return revoked
+
+
+def enable(client: Client, actor='cli') -> None:
+    client.disabled = False
+    db.session.commit()
+    audit.event('client_enabled', client.client_id, actor=actor)
+
+
+def rotate_secret(client: Client, grace: int = 0, actor='cli') -> str:
+    """A new secret, in clear (the only time it exists); the old one works `grace` seconds more."""
+    if client.uses_private_key_jwt:
+        raise InvalidMetadata('token_endpoint_auth_method',
+                              f'{client.client_id} has keys, not a secret: change them with update-client --jwks FILE')
+    if isinstance(grace, bool) or not isinstance(grace, int) or not 0 <= grace <= MAX_GRACE:
+        raise InvalidMetadata('grace', f'"grace" must be a whole number of seconds from 0 to {MAX_GRACE}')
+    client_secret = client.rotate_secret(grace)
+    db.session.commit()
+    audit.event('secret_rotated', client.client_id, actor=actor, grace=grace)
+    return client_secret
+
+
+def revoke_tokens(client: Client, actor='cli') -> int:
+    """Revoke every live token of the client (it stays enabled); how many."""
+    revoked = Token.revoke_where(Token.client_pk == client.id)
+    db.session.commit()
+    audit.event('tokens_revoked', client.client_id, actor=actor, tokens_revoked=revoked)
+    return revoked
+
+
+def delete(client: Client, actor='cli') -> None:
+    """Delete the client with its tokens and items."""
+    client_id = client.client_id
+    db.session.delete(client)
+    db.session.commit()
+    audit.event('client_deleted', client_id, actor=actor)
