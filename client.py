@@ -8,6 +8,7 @@ As a script it does what the tutorial's client does, then uses the token:
     python client.py introspect TOKEN # what the server knows of a token
     python client.py revoke           # revoke the token this run holds
     python client.py token            # print the token response itself
+    python client.py register NAME    # register a client (needs the `admin` scope)
     python client.py make-key key.pem > jwks.json
                                       # a key pair for private_key_jwt (RFC 7523)
     python client.py --client-id ID --private-key key.pem
@@ -292,6 +293,11 @@ class ApiClient:
     def me(self) -> dict:
         return self.get('/api/me')
 
+    def register(self, client_name: str, **metadata) -> dict:
+        """Register a client through the admin API (this client needs the
+        `admin` scope); the answer holds the new client's secret, once."""
+        return self.post('/admin/clients', json={'client_name': client_name, **metadata})
+
     def token(self) -> dict:
         """A new token response from the token endpoint (RFC 6749 §5.1)."""
         return self.call(self.auth.fetch_token)
@@ -347,6 +353,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     revoke.add_argument('token', nargs='?')
     introspect = commands.add_parser('introspect', help='ask the server about TOKEN')
     introspect.add_argument('token')
+    register = commands.add_parser('register', help='register a client through the admin API and print it, '
+                                                    'its secret included (needs the admin scope)')
+    register.add_argument('name')
+    register.add_argument('--client-scope', default='read write', metavar='SCOPE',
+                          help="the new client's scopes (default: %(default)s)")
+    register.add_argument('--jwks', metavar='FILE', help='its public keys: a private_key_jwt client, no secret')
     make_key = commands.add_parser('make-key', help='write a new private key to FILE and print its public JWK Set, '
                                                     'to register with create-client --jwks')
     make_key.add_argument('file', metavar='FILE')
@@ -355,6 +367,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if urlsplit(args.server).scheme not in ('http', 'https') or not urlsplit(args.server).hostname:
         parser.error(f'--server must be an http(s) URL, not {args.server!r}')
     return args
+
+
+def read_jwks(path: str | None) -> dict:
+    """The registration fields for a private_key_jwt client with the JWK Set at `path`."""
+    if path is None:
+        return {}
+    try:
+        with open(path, encoding='utf-8') as file:
+            return {'token_endpoint_auth_method': 'private_key_jwt', 'jwks': json.load(file)}
+    except OSError as error:
+        raise ClientError(f'cannot read {path}: {error.strerror}') from None
+    except ValueError:
+        raise ClientError(f'{path} is not JSON') from None
 
 
 def make_key(path: str, alg: str) -> dict:
@@ -396,6 +421,8 @@ def main(argv: list[str] | None = None) -> int:
                         resource=args.resource, private_key=private_key, key_id=args.key_id)
         if args.command == 'token':
             result = api.token()
+        elif args.command == 'register':
+            result = api.register(args.name, scope=args.client_scope, **read_jwks(args.jwks))
         elif args.command == 'items':
             result = api.list_items()
         elif args.command == 'add-item':

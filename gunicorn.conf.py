@@ -13,3 +13,35 @@ secure_scheme_headers = {}
 # query string: a token sent in a URL is refused, and must not be logged
 # either. The referrer, which may carry another site's query, is left out too.
 access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s "%(a)s"'
+
+# Prometheus' multiprocess mode (production/metrics.py): every worker writes
+# its figures to files in PROMETHEUS_MULTIPROC_DIR and /metrics adds them up.
+# Set here, before the workers are forked, so that each inherits it; without
+# it each worker would report only its own share. The folder is emptied
+# before the workers start and a dead worker's live files are dropped, as
+# the library's documentation asks; one made here is removed at exit.
+import os as _os  # noqa: E402 - gunicorn reads this module's public names as settings
+import shutil as _shutil  # noqa: E402
+import tempfile as _tempfile  # noqa: E402
+
+_made_metrics_dir = not _os.environ.get('PROMETHEUS_MULTIPROC_DIR')
+if _made_metrics_dir:
+    _os.environ['PROMETHEUS_MULTIPROC_DIR'] = _tempfile.mkdtemp(prefix='oauth-metrics-')
+
+
+def on_starting(server):
+    folder = _os.environ['PROMETHEUS_MULTIPROC_DIR']
+    _os.makedirs(folder, exist_ok=True)
+    for name in _os.listdir(folder):
+        if name.endswith('.db'):
+            _os.remove(_os.path.join(folder, name))
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if _made_metrics_dir:
+        _shutil.rmtree(_os.environ['PROMETHEUS_MULTIPROC_DIR'], ignore_errors=True)

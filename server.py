@@ -20,7 +20,18 @@ from oauthlib.oauth2.rfc6749 import errors
 from sqlalchemy.exc import SQLAlchemyError
 
 from models import Client, ClientView, Item, Token, TokenView, db
-from production import access_tokens, audit, cli, client_assertions, database, headers, housekeeping, settings
+from production import (
+    access_tokens,
+    admin_api,
+    audit,
+    cli,
+    client_assertions,
+    database,
+    headers,
+    housekeeping,
+    metrics,
+    settings,
+)
 from production import errors as error_responses
 from production.bruteforce import limit_failed_authentication, limit_token_issuance
 from production.provider import ClientCredentialsProvider, form_post
@@ -41,6 +52,7 @@ error_responses.init_app(app)               # every error as JSON with its RFC e
 limit_failed_authentication.init_app(app)   # brute-force limits (RFC 6749 §2.3.1)
 cli.init_app(app)                           # flask --app server create-client NAME, ...
 housekeeping.init_app(app)                  # expired tokens and counters deleted as it runs
+metrics.init_app(app)                       # GET /metrics for Prometheus
 
 # --- The OAuth provider ---------------------------------------------------
 
@@ -76,7 +88,8 @@ def save_token(token, request, *args, **kwargs):
     if token_id is None:  # disabled while this request ran: nothing was stored
         raise errors.InvalidClientError()
     audit.event('token_issued', request.client.client_id, token_id=token_id, scope=token.get('scope', ''),
-                expires_in=token['expires_in'], audience=request.resources)
+                expires_in=token['expires_in'], audience=request.resources,
+                token_format='jwt' if access_tokens.is_jwt(token['access_token']) else 'opaque')
 
 
 # The provider insists on grant callbacks; this server has no authorization codes.
@@ -140,6 +153,9 @@ def create_item():
     response = jsonify(item.to_dict())
     response.status_code = 201
     return response
+
+
+admin_api.init_app(app, oauth)  # /admin/clients: manage clients, with a token of the `admin` scope
 
 
 # --- Revocation (RFC 7009), introspection (RFC 7662), discovery (RFC 8414) --

@@ -23,7 +23,7 @@ from sqlalchemy import Float, Integer, String, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Mapped, mapped_column
 
-from production import audit, client_assertions
+from production import audit, client_assertions, metrics
 from production.database import db
 from production.errors import RetryLater, oauth_error_response
 from production.validator import client_credentials
@@ -97,6 +97,7 @@ class FailedAuthenticationLimiter:
         return self.windows.hit(type(limit)(1, limit.multiples), 'said', key)
 
     def refuse(self, limit, key: str, retry_after: int):
+        metrics.throttled('auth_failures')
         if self.first_in_window(limit, key):
             audit.event('authentication_throttled', presented_client_id(), limit=str(limit),
                         retry_after=retry_after)
@@ -149,6 +150,7 @@ def limit_token_issuance(client) -> None:
     limit = parse_limit(limiter.config['TOKENS_PER_CLIENT'])
     retry_after = issuance.retry_after(client.id, limit)
     if retry_after:
+        metrics.throttled('tokens_per_client')
         if limiter.first_in_window(limit, f'tokens:{client.id}'):
             audit.event('token_issuance_throttled', client.client_id, limit=str(limit), retry_after=retry_after)
         raise RetryLater('This client asks for too many tokens; reuse each until it nearly expires.', retry_after)

@@ -9,6 +9,7 @@ from oauthlib.oauth2.rfc6749 import errors
 from sqlalchemy.exc import DataError, SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
+from production import metrics
 from production.database import database_error_line, db
 
 DATABASE_RETRY_AFTER = 5  # seconds
@@ -63,6 +64,7 @@ def database_error_response(error: SQLAlchemyError):
     current_app.logger.error('database error: %s: %s', type(error).__name__, database_error_line(error))
     if isinstance(error, DataError):  # a value the database refuses: the request's fault
         return oauth_error_response(errors.InvalidRequestError(description='A value in the request cannot be stored.'))
+    metrics.database_failed()
     return oauth_error_response(RetryLater('The database is unavailable; try again later.',
                                            DATABASE_RETRY_AFTER, status_code=503))
 

@@ -12,8 +12,10 @@ from sqlalchemy.exc import ArgumentError
 DEFAULTS = {
     # Relative SQLite paths live in Flask's instance folder.
     'SQLALCHEMY_DATABASE_URI': 'sqlite:///oauth.sqlite',
-    # `introspect` lets a resource server introspect any client's tokens.
-    'OAUTH2_SCOPES_SUPPORTED': ['read', 'write', 'introspect'],
+    # `introspect` lets a resource server introspect any client's tokens;
+    # `admin` opens the admin API (production/admin_api.py). No client has
+    # either unless given it.
+    'OAUTH2_SCOPES_SUPPORTED': ['read', 'write', 'introspect', 'admin'],
     'OAUTH2_REALM': 'client-credentials',
     'OAUTH2_ISSUER': None,  # public base URL, e.g. https://auth.example.com; default: from the request
     # Access tokens: 'opaque' (random, looked up on every use) or 'jwt' (RFC
@@ -27,6 +29,11 @@ DEFAULTS = {
     # private_key_jwt (RFC 7523): the longest an assertion may be valid for;
     # its jti is kept in the database that long.
     'CLIENT_ASSERTION_MAX_LIFETIME': 300,
+    # GET /metrics (Prometheus): served to these addresses (CIDR blocks too),
+    # and to a caller sending METRICS_BEARER_TOKEN; to no one else.
+    'METRICS_ENABLED': True,
+    'METRICS_ALLOWED_ADDRESSES': ['127.0.0.1', '::1'],
+    'METRICS_BEARER_TOKEN': None,
     'MAX_CONTENT_LENGTH': 64 * 1024,
     # RFC 6749 §2.3.1: the token endpoint MUST resist brute force. Failed
     # client authentications are counted per address, and per client id

@@ -17,7 +17,7 @@ from flask_oauthlib.provider import OAuth2RequestValidator
 from oauthlib.oauth2.rfc6749 import errors
 
 from models import ClientView, Token, TokenView, db, scope_to_list
-from production import audit, client_assertions
+from production import audit, client_assertions, metrics
 from production.audiences import api_resource
 
 # RFC 6750 §2.1: b64token, the syntax of a Bearer credential.
@@ -145,8 +145,7 @@ class ClientCredentialsValidator(OAuth2RequestValidator):
         # A client sees its own tokens; one with the `introspect` scope sees all.
         # The stored token, JWT or opaque: only the database knows it was revoked.
         tok = TokenView.find(token)
-        if tok is None or not tok.is_active():
-            return None
-        if tok.client_pk != request.client.id and 'introspect' not in request.client.default_scopes:
-            return None
-        return tok.to_introspection(own_api=api_resource())
+        visible = tok is not None and tok.is_active() and (
+            tok.client_pk == request.client.id or 'introspect' in request.client.default_scopes)
+        metrics.introspected(active=visible)
+        return tok.to_introspection(own_api=api_resource()) if visible else None

@@ -284,7 +284,10 @@ class Gunicorn:
 
     def __init__(self, database_url, log_path, workers=2, env=None):
         self.database_url, self.log_path, self.workers = database_url, log_path, workers
-        self.env = env or {}
+        # Prometheus' folder (gunicorn.conf.py) in the test's own: a killed
+        # server cannot remove the one it would make in /tmp.
+        metrics_dir = log_path.parent / f'metrics-{uuid.uuid4().hex[:8]}'
+        self.env = {'PROMETHEUS_MULTIPROC_DIR': str(metrics_dir), **(env or {})}
         self.process = None
 
     def start(self, wait_for_health=True):

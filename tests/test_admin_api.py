@@ -1,0 +1,223 @@
+"""The admin API (/admin/clients): every operation end to end with an
+`admin` token, the refusals without one, bad input, and the audit trail
+shared with the command line."""
+import json
+
+import pytest
+from conftest import TOKEN_URL, bearer, token_form
+from joserfc.jwk import ECKey
+
+from models import Client, Token, db
+
+ADMIN = '/admin/clients'
+
+
+@pytest.fixture
+def admin(make_client, get_token):
+    """(admin client id, headers with an admin token)."""
+    client_id, secret = make_client('provisioner', 'admin')
+    return client_id, bearer(get_token(client_id, secret))
+
+
+def audit_lines(lines, event):
+    return [json.loads(line.split(' INFO ', 1)[1]) for line in lines
+            if line.startswith('oauth.audit') and f'"event": "{event}"' in line]
+
+
+def test_register_a_client_and_use_it(http, admin, no_credentials_in_logs):
+    admin_id, headers = admin
+    response = http.post(ADMIN, json={'client_name': 'billing', 'scope': 'read'}, headers=headers)
+    assert response.status_code == 201
+    created = response.get_json()
+    assert created['client_name'] == 'billing' and created['scope'] == 'read'
+    assert created['grant_types'] == ['client_credentials'] and created['client_secret_expires_at'] == 0
+    assert created['token_endpoint_auth_method'] == 'client_secret_basic'
+    token = http.post(TOKEN_URL, data=token_form(created['client_id'], created['client_secret']))
+    assert token.status_code == 200 and token.get_json()['scope'] == 'read'
+    # The secret appears once: never again in an answer.
+    shown = http.get(f'{ADMIN}/{created["client_id"]}', headers=headers).get_json()
+    assert 'client_secret' not in shown and shown['live_tokens'] == 1
+    assert audit_lines(no_credentials_in_logs, 'client_created')[-1]['actor'] == admin_id
+
+
+def test_the_command_line_writes_the_same_audit_event_as_cli(app, no_credentials_in_logs):
+    result = app.test_cli_runner().invoke(args=['create-client', 'svc'])
+    assert result.exit_code == 0
+    assert audit_lines(no_credentials_in_logs, 'client_created')[-1]['actor'] == 'cli'
+
+
+def test_list_and_show(http, admin, make_client):
+    other, _ = make_client('other')
+    listed = http.get(ADMIN, headers=admin[1]).get_json()['clients']
+    assert [client['client_id'] for client in listed] == [admin[0], other]
+    shown = http.get(f'{ADMIN}/{other}', headers=admin[1])
+    assert shown.status_code == 200 and shown.get_json()['client_name'] == 'other'
+    missing = http.get(f'{ADMIN}/no-such-client', headers=admin[1])
+    assert missing.status_code == 404 and missing.mimetype == 'application/json'
+    assert missing.get_json()['error'] == 'invalid_request'
+
+
+def test_update(http, admin, make_client, get_token):
+    client_id, secret = make_client('svc', 'read write')
+    token = get_token(client_id, secret)
+    response = http.patch(f'{ADMIN}/{client_id}', headers=admin[1], json={
+        'client_name': 'renamed', 'scope': 'read', 'token_lifetime': 300, 'token_format': 'jwt',
+        'resources': ['https://billing.example/api'], 'unknown_field': 'ignored (RFC 7591 §2)'})
+    assert response.status_code == 200
+    updated = response.get_json()
+    assert (updated['client_name'], updated['scope'], updated['token_lifetime'], updated['token_format'],
+            updated['resources']) == ('renamed', 'read', 300, 'jwt', ['https://billing.example/api'])
+    # Narrowing the scope narrows the live token, as update-client does.
+    introspected = http.post('/oauth/introspect', data={'token': token, 'client_id': client_id,
+                                                        'client_secret': secret}).get_json()
+    assert introspected['scope'] == 'read'
+
+
+@pytest.mark.parametrize(('body', 'field'), [
+    ({'scope': 'read superuser'}, 'scope'),
+    ({'client_name': ''}, 'client_name'),
+    ({'token_lifetime': -1}, 'token_lifetime'),
+    ({'token_lifetime': '300'}, 'token_lifetime'),
+    ({'token_format': 'saml'}, 'token_format'),
+    ({'resources': ['not a uri']}, 'resources'),
+    ({'resources': 'https://one.example'}, 'resources'),
+    ({'client_name': 'fine', 'scope': 'nope'}, 'scope'),
+], ids=['scope', 'name', 'negative-lifetime', 'string-lifetime', 'format', 'resource', 'resources-not-list',
+        'second-field'])
+def test_bad_updates_are_invalid_client_metadata_and_change_nothing(http, admin, make_client, body, field):
+    client_id, _ = make_client('svc', 'read')
+    response = http.patch(f'{ADMIN}/{client_id}', json=body, headers=admin[1])
+    assert response.status_code == 400
+    answer = response.get_json()
+    assert answer['error'] == 'invalid_client_metadata' and answer['error_description']
+    db.session.expire_all()
+    client = Client.find(client_id)
+    assert (client.name, client.scope, client.token_lifetime, client.resources) == ('svc', 'read', None, '')
+
+
+@pytest.mark.parametrize('body', [
+    {},
+    {'client_name': 'x', 'grant_types': ['password']},
+    {'client_name': 'x', 'token_endpoint_auth_method': 'private_key_jwt'},
+    {'client_name': 'x', 'token_endpoint_auth_method': 'client_secret_jwt'},
+    {'client_name': 'x', 'token_endpoint_auth_method': 'private_key_jwt', 'jwks': {'keys': []}},
+], ids=['no-name', 'grant-type', 'key-method-without-keys', 'unsupported-method', 'empty-jwks'])
+def test_bad_registrations_are_refused(http, admin, body):
+    response = http.post(ADMIN, json=body, headers=admin[1])
+    assert response.status_code == 400 and response.get_json()['error'] == 'invalid_client_metadata'
+    assert db.session.scalar(db.select(db.func.count(Client.id))) == 1  # the admin only
+
+
+@pytest.mark.parametrize('send', [
+    {'data': 'client_name=x'}, {'data': 'not json', 'content_type': 'application/json'}, {'json': ['a list']},
+], ids=['form', 'broken-json', 'not-an-object'])
+def test_a_body_that_is_not_a_json_object_is_invalid_request(http, admin, send):
+    response = http.post(ADMIN, headers=admin[1], **send)
+    assert response.status_code == 400 and response.get_json()['error'] == 'invalid_request'
+
+
+def test_register_a_private_key_jwt_client(http, admin):
+    key = ECKey.generate_key('P-256')
+    public = key.as_dict(private=False, kid='k1')
+    response = http.post(ADMIN, headers=admin[1], json={
+        'client_name': 'signer', 'token_endpoint_auth_method': 'private_key_jwt', 'jwks': {'keys': [public]}})
+    assert response.status_code == 201
+    created = response.get_json()
+    assert 'client_secret' not in created and created['jwks']['keys'][0]['kid'] == 'k1'
+    assert not {'d'} & set(created['jwks']['keys'][0])
+    private = http.post(ADMIN, headers=admin[1], json={
+        'client_name': 'oops', 'token_endpoint_auth_method': 'private_key_jwt',
+        'jwks': {'keys': [key.as_dict(private=True)]}})
+    assert private.status_code == 400 and 'private key' in private.get_json()['error_description']
+
+
+def test_a_client_that_only_introspects(http, admin):
+    created = http.post(ADMIN, headers=admin[1], json={'client_name': 'rs', 'scope': 'introspect',
+                                                       'grant_types': []}).get_json()
+    refused = http.post(TOKEN_URL, data=token_form(created['client_id'], created['client_secret']))
+    assert refused.status_code == 400 and refused.get_json()['error'] == 'unauthorized_client'
+
+
+def test_disable_enable(http, admin, make_client, get_token):
+    client_id, secret = make_client()
+    token = get_token(client_id, secret)
+    disabled = http.post(f'{ADMIN}/{client_id}/disable', headers=admin[1])
+    assert disabled.status_code == 200 and disabled.get_json()['tokens_revoked'] == 1
+    assert disabled.get_json()['disabled'] is True
+    assert http.get('/api/me', headers=bearer(token)).status_code == 401
+    assert http.post(TOKEN_URL, data=token_form(client_id, secret)).status_code == 401
+    enabled = http.post(f'{ADMIN}/{client_id}/enable', headers=admin[1])
+    assert enabled.status_code == 200 and enabled.get_json()['disabled'] is False
+    assert http.post(TOKEN_URL, data=token_form(client_id, secret)).status_code == 200
+    assert http.get('/api/me', headers=bearer(token)).status_code == 401  # revoked stays revoked
+
+
+def test_rotate_secret_with_grace(http, admin, make_client):
+    client_id, old = make_client()
+    response = http.post(f'{ADMIN}/{client_id}/rotate-secret', json={'grace': 60}, headers=admin[1])
+    assert response.status_code == 200
+    new = response.get_json()['client_secret']
+    assert response.get_json()['previous_secret_valid_for'] == 60 and new != old
+    for secret in (old, new):
+        assert http.post(TOKEN_URL, data=token_form(client_id, secret)).status_code == 200
+    without_grace = http.post(f'{ADMIN}/{client_id}/rotate-secret', headers=admin[1]).get_json()['client_secret']
+    assert http.post(TOKEN_URL, data=token_form(client_id, new)).status_code == 401
+    assert http.post(TOKEN_URL, data=token_form(client_id, without_grace)).status_code == 200
+    bad = http.post(f'{ADMIN}/{client_id}/rotate-secret', json={'grace': 'soon'}, headers=admin[1])
+    assert bad.status_code == 400 and bad.get_json()['error'] == 'invalid_client_metadata'
+
+
+def test_revoke_tokens_keeps_the_client(http, admin, make_client, get_token):
+    client_id, secret = make_client()
+    tokens = [get_token(client_id, secret) for _ in range(3)]
+    response = http.post(f'{ADMIN}/{client_id}/revoke-tokens', headers=admin[1])
+    assert response.status_code == 200 and response.get_json() == {'client_id': client_id, 'tokens_revoked': 3}
+    assert all(http.get('/api/me', headers=bearer(token)).status_code == 401 for token in tokens)
+    assert http.post(TOKEN_URL, data=token_form(client_id, secret)).status_code == 200
+
+
+def test_delete(http, admin, make_client, get_token):
+    client_id, secret = make_client()
+    get_token(client_id, secret)
+    response = http.delete(f'{ADMIN}/{client_id}', headers=admin[1])
+    assert response.status_code == 204 and response.data == b''
+    assert Client.find(client_id) is None
+    assert db.session.scalar(db.select(db.func.count(Token.id))) == 1  # the admin's own
+    assert http.delete(f'{ADMIN}/{client_id}', headers=admin[1]).status_code == 404
+
+
+ROUTES = [('post', ADMIN), ('get', ADMIN), ('get', f'{ADMIN}/ID'), ('patch', f'{ADMIN}/ID'),
+          ('delete', f'{ADMIN}/ID'), ('post', f'{ADMIN}/ID/disable'), ('post', f'{ADMIN}/ID/enable'),
+          ('post', f'{ADMIN}/ID/rotate-secret'), ('post', f'{ADMIN}/ID/revoke-tokens')]
+
+
+@pytest.mark.parametrize(('method', 'path'), ROUTES)
+def test_every_route_needs_the_admin_scope(http, make_client, get_token, method, path):
+    client_id, secret = make_client('ordinary', 'read write introspect')
+    path = path.replace('ID', client_id)
+    without = getattr(http, method)(path, json={})
+    assert without.status_code == 401 and without.headers['WWW-Authenticate'].startswith('Bearer')
+    ordinary = getattr(http, method)(path, json={}, headers=bearer(get_token(client_id, secret)))
+    assert ordinary.status_code == 403 and ordinary.get_json()['error'] == 'insufficient_scope'
+    db.session.expire_all()
+    client = Client.find(client_id)
+    assert client is not None and not client.disabled and client.check_secret(secret)
+
+
+def test_nobody_has_admin_unless_given(app):
+    result = app.test_cli_runner().invoke(args=['create-client', 'svc', '--json'])
+    assert 'admin' not in json.loads(result.output)['scope'].split()
+    granted = app.test_cli_runner().invoke(args=['create-client', 'ops', '--scope', 'admin', '--json'])
+    assert json.loads(granted.output)['scope'] == 'admin'
+
+
+def test_client_py_registers_a_client_in_one_command(live_server, make_client, capsys):
+    import client as client_module
+    admin_id, admin_secret = make_client('ci', 'admin')
+    args = ['--server', live_server, '--client-id', admin_id, '--client-secret', admin_secret]
+    assert client_module.main([*args, 'register', 'deploy-bot', '--client-scope', 'read']) == 0
+    created = json.loads(capsys.readouterr().out)
+    assert created['client_name'] == 'deploy-bot' and created['scope'] == 'read' and created['client_secret']
+    assert Client.find(created['client_id']) is not None
+    assert client_module.main([*args, 'register', 'x', '--client-scope', 'superuser']) == 1
+    assert capsys.readouterr().err.startswith('client.py: invalid_client_metadata: unknown scope')
