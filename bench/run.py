@@ -12,8 +12,11 @@ workers each, on 127.0.0.1, and drives each endpoint with wrk for a fixed
 time: POST /oauth/token (form and Basic credentials) and GET /api/me. Each
 endpoint is measured in rounds, the three apps taking turns, and each figure
 is the median of its rounds, so that a moment of noise on the machine lands
-on no app alone. Then it bulk-seeds the tokens table to about a million rows
-and measures again. It prints a table per database and writes every run to
+on no app alone. On the small table it also sets side by side, taking
+turns, the project's two token formats (opaque and JWT) and the project
+with its Prometheus metrics on and off: the token endpoint and GET /api/me.
+Then it bulk-seeds the tokens table to about a million rows and measures
+again. It prints a table per database and writes every run to
 bench/latest.json. With DATABASE_URL set it uses (and fills) that database
 only: give it an empty one.
 """
@@ -147,6 +150,53 @@ def database_count(database_url: str, sql: str, **params):
 
 
 ENDPOINTS = ['POST /oauth/token (form)', 'POST /oauth/token (Basic)', 'GET /api/me']
+SIDE_BY_SIDE_ENDPOINTS = ['POST /oauth/token (form)', 'GET /api/me']
+
+
+def create_client(env: dict, *options: str) -> tuple[str, str]:
+    created = subprocess.run([PYTHON, '-m', 'flask', '--app', 'server', 'create-client', 'bench', '--json', *options],
+                             cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, check=True)
+    client = json.loads(created.stdout)
+    return client['client_id'], client['client_secret']
+
+
+def side_by_side(variants: dict, args, wrk: str, workdir: Path, kind: str) -> dict:
+    """Two variants of the project, taking turns on each endpoint of
+    SIDE_BY_SIDE_ENDPOINTS: {name: (server, (client_id, secret))}, the reference
+    first. The median round of each, and the second's ratio to the first."""
+    form_type = {'Content-Type': 'application/x-www-form-urlencoded'}
+    runs = []
+    for endpoint in SIDE_BY_SIDE_ENDPOINTS:
+        scripts = {}
+        for name, (server, (client_id, secret)) in variants.items():
+            form = f'grant_type=client_credentials&client_id={client_id}&client_secret={secret}'
+            if endpoint.startswith('POST'):
+                scripts[name] = (server.url + '/oauth/token', lua('POST', form_type, form))
+            else:
+                token = post_form(f'{server.url}/oauth/token', dict(
+                    grant_type='client_credentials', client_id=client_id, client_secret=secret))['access_token']
+                scripts[name] = (server.url + '/api/me', lua('GET', {'Authorization': f'Bearer {token}'}))
+        for round_number in range(1, args.rounds + 1):
+            for name, (url, script) in scripts.items():
+                figures = run_wrk(wrk, url, script, args, workdir)
+                runs.append({'variant': name, 'endpoint': endpoint, 'round': round_number, **figures})
+                print(f'{kind:10} small {name:11} {endpoint:26} round {round_number}  '
+                      f'{figures["rps"]:8.0f} req/s', file=sys.stderr, flush=True)
+    reference, candidate = variants
+    summary = []
+    for endpoint in SIDE_BY_SIDE_ENDPOINTS:
+        median = {}
+        for name in variants:
+            rounds = sorted((r for r in runs if (r['variant'], r['endpoint']) == (name, endpoint)),
+                            key=lambda r: r['rps'])
+            median[name] = rounds[len(rounds) // 2]
+        summary.append({'endpoint': endpoint, f'{reference}_rps': median[reference]['rps'],
+                        f'{candidate}_rps': median[candidate]['rps'],
+                        f'{candidate}_p50_ms': median[candidate]['p50_ms'],
+                        f'{candidate}_p99_ms': median[candidate]['p99_ms'],
+                        f'ratio_{candidate}_to_{reference}': round(median[candidate]['rps'] /
+                                                                   median[reference]['rps'], 3)})
+    return {'summary': summary, 'runs': runs}
 
 
 def measure(database_url: str, args, wrk: str, workdir: Path) -> dict:
@@ -157,21 +207,21 @@ def measure(database_url: str, args, wrk: str, workdir: Path) -> dict:
     env = {'DATABASE_URL': database_url, 'FLASK_AUDIT_LOG_FILE': str(workdir / 'audit.log'),
            'FLASK_TOKENS_PER_CLIENT': '"100000000 per minute"'}
     # The command runs the project's migrations first: the schema all three apps use.
-    created = subprocess.run([PYTHON, '-m', 'flask', '--app', 'server', 'create-client', 'bench', '--json'],
-                             cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, check=True)
-    client = json.loads(created.stdout)
-    client_id, secret = client['client_id'], client['client_secret']
+    client_id, secret = create_client(env)
+    jwt_client = create_client(env, '--token-format', 'jwt')
     form = f'grant_type=client_credentials&client_id={client_id}&client_secret={secret}'
     basic = base64.b64encode(f'{client_id}:{secret}'.encode()).decode()
     form_type = {'Content-Type': 'application/x-www-form-urlencoded'}
     kind = database_url.split(':', 1)[0].split('+')[0]
 
-    servers = {}
-    results, rows = [], {}
+    servers, metrics_off = {}, None
+    results, rows, formats, metrics = [], {}, {}, {}
     try:
         servers['project'] = Gunicorn('server:app', env, workdir / 'project.log')
         servers['baseline'] = Gunicorn('baseline:app', env, workdir / 'baseline.log', chdir=ROOT / 'bench')
         servers['authlib'] = Gunicorn('authlib_peer:app', env, workdir / 'authlib.log', chdir=ROOT / 'bench')
+        # The project once more, with its Prometheus metrics turned off: their cost.
+        metrics_off = Gunicorn('server:app', {**env, 'FLASK_METRICS_ENABLED': 'false'}, workdir / 'project-off.log')
         for phase in ('small', 'large'):
             if phase == 'large':
                 client_pk = database_count(database_url, 'SELECT id FROM clients WHERE client_id = :id', id=client_id)
@@ -196,9 +246,15 @@ def measure(database_url: str, args, wrk: str, workdir: Path) -> dict:
                                         'round': round_number, **figures})
                         print(f'{kind:10} {phase:5} {app_name:8} {endpoint:26} round {round_number}  '
                               f'{figures["rps"]:8.0f} req/s', file=sys.stderr, flush=True)
+            if phase == 'small':
+                project = servers['project']
+                formats = side_by_side({'opaque': (project, (client_id, secret)), 'jwt': (project, jwt_client)},
+                                       args, wrk, workdir, kind)
+                metrics = side_by_side({'metrics_off': (metrics_off, (client_id, secret)),
+                                        'metrics_on': (project, (client_id, secret))}, args, wrk, workdir, kind)
             rows[phase] = database_count(database_url, 'SELECT count(*) FROM tokens')
     finally:
-        for server in servers.values():
+        for server in [*servers.values(), *([metrics_off] if metrics_off else [])]:
             server.stop()
 
     def figure(phase, app_name, endpoint):
@@ -221,7 +277,7 @@ def measure(database_url: str, args, wrk: str, workdir: Path) -> dict:
         row['ratio_large_to_small'] = round(row['project_rps_large'] / row['project_rps'], 3)
         summary.append(row)
     return {'database': kind, 'tokens_small': rows['small'], 'tokens_large': rows['large'],
-            'summary': summary, 'runs': results}
+            'summary': summary, 'runs': results, 'token_formats': formats, 'metrics': metrics}
 
 
 def print_table(measured: dict) -> None:
@@ -237,6 +293,18 @@ def print_table(measured: dict) -> None:
               f'| {s["ratio_to_baseline"]:.2f}x | {s["ratio_to_authlib"]:.2f}x '
               f'| {s["ratio_to_baseline_large"]:.2f}x, {s["ratio_to_authlib_large"]:.2f}x '
               f'| {s["ratio_large_to_small"]:.2f}x |')
+    print(f'\n{measured["database"]}: the project\'s token formats (ES256 JWTs), small table')
+    print('| endpoint | opaque req/s | JWT req/s (p50 / p99 ms) | JWT / opaque |')
+    print('|---|---|---|---|')
+    for s in measured['token_formats']['summary']:
+        print(f'| {s["endpoint"]} | {s["opaque_rps"]:,.0f} | {s["jwt_rps"]:,.0f} '
+              f'({s["jwt_p50_ms"]:.2f} / {s["jwt_p99_ms"]:.2f}) | {s["ratio_jwt_to_opaque"]:.2f}x |')
+    print(f'\n{measured["database"]}: the cost of the Prometheus metrics, small table')
+    print('| endpoint | metrics off req/s | metrics on req/s | on / off |')
+    print('|---|---|---|---|')
+    for s in measured['metrics']['summary']:
+        print(f'| {s["endpoint"]} | {s["metrics_off_rps"]:,.0f} | {s["metrics_on_rps"]:,.0f} '
+              f'| {s["ratio_metrics_on_to_metrics_off"]:.2f}x |')
 
 
 def main() -> int:
@@ -284,7 +352,8 @@ def main() -> int:
                            'duration_s': args.duration, 'rounds': args.rounds, 'tokens': args.tokens},
               'databases': measured}
     Path(args.output).write_text(json.dumps(report, indent=2) + '\n')
-    errors = sum(run['errors'] for database in measured for run in database['runs'])
+    errors = sum(run['errors'] for database in measured
+                 for run in database['runs'] + database['token_formats']['runs'] + database['metrics']['runs'])
 
     print(f'{machine["cpus"]} CPUs, Python {machine["python"]}; gunicorn 2 workers, '
           f'wrk {args.threads} threads x {args.connections} connections x {args.duration} s, '
