@@ -52,8 +52,17 @@ def init_app(app) -> None:
     global enabled
     enabled = bool(app.config['METRICS_ENABLED'])
     if enabled:
+        allowed_networks(app.config['METRICS_ALLOWED_ADDRESSES'])  # a typo stops the server here, in one line
         app.wsgi_app = RequestDuration(app.wsgi_app, app)
         app.add_url_rule('/metrics', 'metrics', metrics)
+
+
+def allowed_networks(addresses) -> tuple:
+    """METRICS_ALLOWED_ADDRESSES as networks; SystemExit (one line) for a bad one."""
+    try:
+        return tuple(ipaddress.ip_network(address) for address in addresses)
+    except (TypeError, ValueError) as error:
+        raise SystemExit(f'FLASK_METRICS_ALLOWED_ADDRESSES: {error}') from None
 
 
 def audit_event(name: str, details: dict) -> None:
@@ -92,8 +101,8 @@ class RequestDuration:
 
     def endpoint(self, path: str) -> str:
         if self.endpoints is None:
-            self.endpoints = {rule.rule: rule.endpoint for rule in self.app.url_map.iter_rules()
-                              if not rule.arguments}
+            self.endpoints = {rule.rule: 'admin' if rule.endpoint.startswith('admin.') else rule.endpoint
+                              for rule in self.app.url_map.iter_rules() if not rule.arguments}
         found = self.endpoints.get(path)
         if found is None:
             return 'admin' if path.startswith('/admin/') else 'other'  # bounded: no path becomes a label
@@ -117,7 +126,7 @@ def allowed() -> bool:
         address = ipaddress.ip_address(request.remote_addr or '')
     except ValueError:
         return False
-    return any(address in ipaddress.ip_network(network) for network in current_app.config['METRICS_ALLOWED_ADDRESSES'])
+    return any(address in network for network in allowed_networks(current_app.config['METRICS_ALLOWED_ADDRESSES']))
 
 
 def metrics():

@@ -94,7 +94,14 @@ def issuer() -> str:
     """This server's identifier (RFC 8414 §2): OAUTH2_ISSUER, or the URL the
     request came to. Behind a proxy the public address differs from the one
     the server binds, so production sets it."""
-    return (current_app.config['OAUTH2_ISSUER'] or request.url_root).rstrip('/')
+    configured = current_app.config['OAUTH2_ISSUER']
+    if configured:
+        return configured.rstrip('/')
+    # Werkzeug rebuilds url_root on each use; a JWT request asks twice.
+    environ = request.environ
+    if 'oauth.issuer' not in environ:
+        environ['oauth.issuer'] = request.url_root.rstrip('/')
+    return environ['oauth.issuer']
 
 
 def public_url(endpoint: str = '') -> str:

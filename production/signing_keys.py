@@ -36,8 +36,9 @@ from production.errors import RetryLater
 
 log = logging.getLogger(__name__)
 
-# RS256 is the one RFC 9068 §2.1 requires; ES256 signs about 40 times faster
-# and makes tokens half as long (README: "JWT access tokens").
+# RS256 is the one RFC 9068 §2.1 requires; ES256 signs six times faster and
+# makes tokens a third shorter (bench/jose_algorithms.py; README: "Keys and
+# their rotation").
 ALGORITHMS = {
     'ES256': lambda: ECKey.generate_key('P-256', private=True),
     'RS256': lambda: RSAKey.generate_key(2048, private=True),

@@ -6,7 +6,7 @@ import time
 
 import pytest
 import requests
-from conftest import SERVER_KINDS, TOKEN_URL, bearer, create_client, empty_database, token_form
+from conftest import SERVER_KINDS, TOKEN_URL, bearer, create_client, empty_database, run_python, token_form
 from prometheus_client.parser import text_string_to_metric_families
 
 
@@ -133,3 +133,20 @@ def test_workers_add_up_and_the_folder_is_wiped_at_start(database_url, start_gun
 def test_metrics_can_be_turned_off(database_url, start_gunicorn):
     server_ = start_gunicorn(database_url, workers=1, FLASK_METRICS_ENABLED='false')
     assert requests.get(f'{server_.url}/metrics', timeout=10).status_code == 404
+
+
+def test_admin_routes_share_one_label(http, make_client, get_token):
+    admin_id, secret = make_client('ops', 'admin')
+    headers = bearer(get_token(admin_id, secret))
+    before = read(http)
+    http.get('/admin/clients', headers=headers)
+    http.get(f'/admin/clients/{admin_id}', headers=headers)
+    after = read(http)
+    count = 'oauth_request_duration_seconds_count'
+    assert value(after, count, endpoint='admin') - value(before, count, endpoint='admin') == 2
+
+
+def test_a_bad_allowed_address_stops_the_server_in_one_line():
+    result = run_python('-c', 'import server', env={'FLASK_METRICS_ALLOWED_ADDRESSES': '["10.0.0.0/33"]'})
+    assert result.returncode != 0 and 'Traceback' not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith('FLASK_METRICS_ALLOWED_ADDRESSES: ')

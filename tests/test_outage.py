@@ -55,3 +55,9 @@ def test_a_database_outage_is_503_on_every_endpoint_then_service_returns(own_pos
                for _ in range(4)]
     assert answers == [200] * 4
     assert session.post(f'{server.url}/oauth/token', data=credentials, timeout=30).status_code == 200
+    # Prometheus counted each of them, whichever worker answered.
+    from prometheus_client.parser import text_string_to_metric_families
+    families = text_string_to_metric_families(session.get(f'{server.url}/metrics', timeout=30).text)
+    errors = [sample.value for family in families for sample in family.samples
+              if sample.name == 'oauth_database_errors_total']
+    assert errors == [len(requests_to_make) * 2]
