@@ -177,15 +177,20 @@ def test_purge_tokens_while_the_server_serves(live_server, credentials):
         session = requests.Session()
         deadline = time.monotonic() + 20
         while not stop.is_set() and time.monotonic() < deadline:
-            token = session.post(f'{live_server}/oauth/token', data=token_form(*credentials), timeout=10)
-            if token.status_code != 200:
-                failures.append(token.status_code)
-                continue
-            access_token = token.json()['access_token']
-            me = session.get(f'{live_server}/api/me', headers=bearer(access_token), timeout=10)
-            (successes if me.status_code == 200 else failures).append(me.status_code)
-            session.post(f'{live_server}/oauth/revoke', timeout=10,
-                         data={'token': access_token, 'client_id': credentials[0], 'client_secret': credentials[1]})
+            try:
+                token = session.post(f'{live_server}/oauth/token', data=token_form(*credentials), timeout=10)
+                if token.status_code != 200:
+                    failures.append(token.status_code)
+                    continue
+                access_token = token.json()['access_token']
+                me = session.get(f'{live_server}/api/me', headers=bearer(access_token), timeout=10)
+                (successes if me.status_code == 200 else failures).append(me.status_code)
+                revoked = session.post(f'{live_server}/oauth/revoke', timeout=10, data={
+                    'token': access_token, 'client_id': credentials[0], 'client_secret': credentials[1]})
+                if revoked.status_code != 200:
+                    failures.append(revoked.status_code)
+            except requests.RequestException as error:  # recorded: the test, not the thread, must fail
+                failures.append(repr(error))
 
     workers = [threading.Thread(target=work) for _ in range(4)]
     for worker in workers:

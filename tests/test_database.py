@@ -147,11 +147,10 @@ def test_the_sqlite_log_reaches_the_database_and_starts_over_under_steady_writes
     written = os.stat(database_file).st_mtime_ns
     issued, largest_log, stop_at = [], 0, time.monotonic() + 3
 
-    def issue_tokens():
+    def issue_tokens():  # statuses are recorded, not asserted: an assert here would only end the thread
         client = app.test_client()
         while time.monotonic() < stop_at and len(issued) < 20_000:
-            assert client.post(TOKEN_URL, data=token_form(*credentials)).status_code == 200
-            issued.append(1)
+            issued.append(client.post(TOKEN_URL, data=token_form(*credentials)).status_code)
     writers = [threading.Thread(target=issue_tokens) for _ in range(3)]
     for writer in writers:
         writer.start()
@@ -162,7 +161,7 @@ def test_the_sqlite_log_reaches_the_database_and_starts_over_under_steady_writes
         writer.join()
     # Each token adds at least four pages to the log (a row and three index
     # entries): a log that never started over would hold them all.
-    assert len(issued) > 100
+    assert len(issued) > 100 and set(issued) == {200}
     assert largest_log < 0.5 * len(issued) * 4 * 4096
     assert os.stat(database_file).st_mtime_ns != written
 
