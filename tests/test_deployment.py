@@ -280,6 +280,22 @@ def test_no_token_issued_before_a_disable_completes_is_usable_after_it(gunicorn,
     assert usable() == []
 
 
+def test_a_disabled_client_is_refused_by_every_worker(gunicorn, database_url):
+    server = gunicorn(workers=2)
+    client_id, secret = create_client(database_url)
+    token = requests.post(f'{server.url}/oauth/token', data=token_form(client_id, secret), timeout=10).json()
+    disabled = run_python('-m', 'flask', '--app', 'server', 'disable-client', client_id,
+                          env={'DATABASE_URL': database_url})
+    assert disabled.returncode == 0, disabled.stderr
+    # A new connection each time, so that both workers answer; fewer than the
+    # five failures one worker allows an address before it throttles.
+    refused = [requests.post(f'{server.url}/oauth/token', data=token_form(client_id, secret), timeout=10).status_code
+               for _ in range(4)]
+    refused += [requests.get(f'{server.url}/api/me', headers=bearer(token['access_token']), timeout=10).status_code
+                for _ in range(6)]
+    assert refused == [401] * 10
+
+
 def test_gunicorn_believes_no_forwarded_header_and_logs_no_query(gunicorn):
     server = gunicorn(workers=1, GUNICORN_CMD_ARGS='--access-logfile -')
     metadata = requests.get(f'{server.url}/.well-known/oauth-authorization-server', timeout=10,

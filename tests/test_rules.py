@@ -51,6 +51,7 @@ def test_every_answer_carries_the_security_headers(http, credentials, token):
         assert answer.headers['X-Content-Type-Options'] == 'nosniff'
         assert answer.headers['Referrer-Policy'] == 'no-referrer'
         assert answer.headers['Content-Security-Policy'] == "default-src 'none'; frame-ancestors 'none'"
+        assert answer.headers['Cache-Control'] == 'no-store'  # per-client data, never cached
 
 
 def test_the_audit_log_file_setting(tmp_path):
@@ -146,3 +147,55 @@ def test_the_realm_setting(app, http, monkeypatch):
     assert http.get('/api/me').headers['WWW-Authenticate'] == 'Bearer realm="billing-auth"'
     refused = http.post(TOKEN_URL, data=token_form('nobody', 'wrong'))
     assert refused.headers['WWW-Authenticate'] == 'Basic realm="billing-auth"'
+
+
+def test_the_scopes_supported_setting(tmp_path):
+    env = {'DATABASE_URL': f'sqlite:///{tmp_path}/scopes.sqlite',
+           'FLASK_OAUTH2_SCOPES_SUPPORTED': '["orders:read", "orders:write"]'}
+    accepted = run_python('-m', 'flask', '--app', 'server', 'create-client', 'x', '--scope', 'orders:read', '--json',
+                          env=env)
+    assert accepted.returncode == 0, accepted.stderr
+    assert json.loads(accepted.stdout)['scope'] == 'orders:read'
+    refused = run_python('-m', 'flask', '--app', 'server', 'create-client', 'y', '--scope', 'read', env=env)
+    assert refused.returncode == 2 and "unknown scope 'read'" in refused.stderr
+
+
+BODY_SCRIPT = """
+import server
+answer = server.app.test_client().post('/oauth/token', data={'grant_type': 'client_credentials', 'pad': 'x' * 2000})
+print(answer.status_code, answer.get_json()['error'])
+"""
+
+
+def test_the_max_content_length_setting(tmp_path):
+    result = run_python('-c', BODY_SCRIPT, env={'DATABASE_URL': f'sqlite:///{tmp_path}/body.sqlite',
+                                                'FLASK_MAX_CONTENT_LENGTH': '1000'})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ['413', 'invalid_request']
+
+
+def test_purge_tokens_removes_expired_counters_only(app):
+    import time
+
+    from production.bruteforce import RateLimitCounter
+    db.session.add_all([RateLimitCounter(name='expired', count=3, expires_at=time.time() - 1),
+                        RateLimitCounter(name='live', count=3, expires_at=time.time() + 60)])
+    db.session.commit()
+    result = app.test_cli_runner().invoke(args=['purge-tokens'])
+    assert result.exit_code == 0 and '1 expired rate-limit counter(s)' in result.output
+    db.session.expire_all()
+    assert db.session.scalars(db.select(RateLimitCounter.name)).all() == ['live']
+
+
+def test_show_client_counts_only_live_tokens(app, http, credentials, get_token):
+    from datetime import timedelta
+
+    from models import Token, utcnow
+    for _ in range(3):
+        get_token(*credentials)
+    expired, revoked, _ = db.session.scalars(db.select(Token).order_by(Token.id)).all()
+    expired.expires = utcnow() - timedelta(seconds=1)
+    Token.revoke_where(Token.id == revoked.id)
+    db.session.commit()
+    shown = json.loads(app.test_cli_runner().invoke(args=['show-client', credentials[0], '--json']).output)
+    assert shown['live_tokens'] == 1
