@@ -145,6 +145,14 @@ def server_process(tmp_path):
         stop_process(process)
 
 
+def test_the_per_client_limit_comes_from_the_environment(server_process):
+    url = server_process(FLASK_AUTH_FAILURES_PER_CLIENT_ADDRESS='2 per minute')
+    session = requests.Session()
+    statuses = [session.post(f'{url}/oauth/token', data=token_form('one-client', 'wrong'), timeout=10).status_code
+                for _ in range(3)]
+    assert statuses == [401, 401, 429]
+
+
 def test_forwarded_for_is_ignored_without_trusted_proxies(server_process):
     url = server_process()
     session = requests.Session()
