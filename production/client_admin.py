@@ -79,6 +79,22 @@ def check_jwks_value(jwks) -> str:
     return check_jwks(jwks if isinstance(jwks, str) else json.dumps(jwks))[0]
 
 
+def stored_resources(resources) -> str:
+    return ' '.join(check_resources(resources))
+
+
+# What a client's fields may be set to: the attribute, its RFC 7591 name
+# (for InvalidMetadata), and the check that returns the value as stored.
+FIELDS = {'name': ('client_name', check_name), 'scope': ('scope', check_scope),
+          'token_lifetime': ('token_lifetime', check_lifetime), 'token_format': ('token_format', check_format),
+          'resources': ('resources', stored_resources), 'jwks': ('jwks', check_jwks_value)}
+
+
+def checked_fields(values: dict) -> dict:
+    """Every value checked before anything changes: as stored, by attribute."""
+    return {attribute: checked(*FIELDS[attribute], value) for attribute, value in values.items()}
+
+
 def find(client_id: str) -> Client | None:
     return Client.find(client_id)
 
@@ -96,20 +112,19 @@ def create(name, *, scope='read write', token_lifetime=None, token_format=None, 
            auth_method='client_secret_basic', jwks=None, may_get_tokens=True, actor='cli') -> tuple[Client, str | None]:
     """Register a client; return it with its secret in clear (None for a
     private_key_jwt client, which has none). `jwks` is the JWK Set, as text."""
-    name = checked('client_name', check_name, name)
-    scope = checked('scope', check_scope, scope)
-    token_lifetime = checked('token_lifetime', check_lifetime, token_lifetime)
-    token_format = checked('token_format', check_format, token_format)
-    resources = checked('resources', check_resources, resources)
+    values = checked_fields({'name': name, 'scope': scope, 'token_lifetime': token_lifetime,
+                             'token_format': token_format, 'resources': resources})
     if auth_method not in AUTH_METHODS:
         raise InvalidMetadata('token_endpoint_auth_method', '"token_endpoint_auth_method" must be one of: '
                               + ', '.join(AUTH_METHODS))
     if (auth_method == 'private_key_jwt') != (jwks is not None):
         raise InvalidMetadata('jwks', 'private_key_jwt and a JWK Set of public keys ("jwks") go together')
     if jwks is not None:
-        jwks = checked('jwks', check_jwks_value, jwks)
-    client, client_secret = Client.create(name, scope, grant_types='client_credentials' if may_get_tokens else '')
-    client.token_lifetime, client.token_format, client.resources = token_lifetime, token_format, ' '.join(resources)
+        jwks = checked_fields({'jwks': jwks})['jwks']
+    client, client_secret = Client.create(values['name'], values['scope'],
+                                          grant_types='client_credentials' if may_get_tokens else '')
+    client.token_lifetime, client.token_format = values['token_lifetime'], values['token_format']
+    client.resources = values['resources']
     if jwks is not None:
         client.use_keys(jwks)
         client_secret = None
@@ -126,25 +141,14 @@ def update(client: Client, *, name=UNCHANGED, scope=UNCHANGED, token_lifetime=UN
     if jwks is not UNCHANGED and not client.uses_private_key_jwt:
         raise InvalidMetadata('jwks', f'{client.client_id} authenticates with a secret; keys ("jwks") are for '
                                       'a client registered with private_key_jwt')
-    # Every value is checked before anything changes.
-    changes = {
-        'name': checked('client_name', check_name, name) if name is not UNCHANGED else UNCHANGED,
-        'scope': checked('scope', check_scope, scope) if scope is not UNCHANGED else UNCHANGED,
-        'token_lifetime': checked('token_lifetime', check_lifetime, token_lifetime)
-        if token_lifetime is not UNCHANGED else UNCHANGED,
-        'token_format': checked('token_format', check_format, token_format)
-        if token_format is not UNCHANGED else UNCHANGED,
-        'resources': ' '.join(checked('resources', check_resources, resources))
-        if resources is not UNCHANGED else UNCHANGED,
-        'jwks': checked('jwks', check_jwks_value, jwks) if jwks is not UNCHANGED else UNCHANGED,
-    }
-    for field, value in changes.items():
-        if value is UNCHANGED:
-            continue
-        if field == 'scope':
-            client.set_scope(value)
+    given = {'name': name, 'scope': scope, 'token_lifetime': token_lifetime, 'token_format': token_format,
+             'resources': resources, 'jwks': jwks}
+    changes = checked_fields({attribute: value for attribute, value in given.items() if value is not UNCHANGED})
+    for attribute, value in changes.items():
+        if attribute == 'scope':
+            client.set_scope(value)  # narrows live tokens too
         else:
-            setattr(client, field, value)
+            setattr(client, attribute, value)
     db.session.commit()
     audit.event('client_updated', client.client_id, actor=actor, scope=client.scope,
                 token_lifetime=client.token_lifetime, token_format=client.token_format,
