@@ -73,6 +73,12 @@ def hash_token(access_token: str) -> str:
     return hashlib.sha256(access_token.encode("utf-8")).hexdigest()
 
 
+def aud_claim(audience: list[str]) -> str | list[str]:
+    """`aud` as JWTs (RFC 7519 §4.1.3) and introspection (RFC 7662 §2.2) write
+    it: a string for one audience, an array for several."""
+    return audience[0] if len(audience) == 1 else audience
+
+
 def scope_to_list(scope: str | None) -> list[str]:
     # RFC 6749 §3.3: a space-delimited, order-free list.
     return sorted(set((scope or "").split()))
@@ -202,7 +208,7 @@ class TokenRules:
         audience = [own_api] if self.audience is None else self.audience.split()
         return {"client_id": self.client_id, "scope": " ".join(self.scopes), "token_type": "Bearer",
                 "exp": int(self.expires.timestamp()), "iat": int(self.issued_at.timestamp()),
-                "aud": audience[0] if len(audience) == 1 else audience}
+                "aud": aud_claim(audience)}
 
 
 class Client(ClientRules, db.Model):

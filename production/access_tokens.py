@@ -23,7 +23,7 @@ from joserfc.errors import InvalidKeyIdError, JoseError
 from joserfc.jwk import Key
 from joserfc.jwt import JWTClaimsRegistry
 
-from models import ClientView, TokenRules, random_credential, scope_to_list
+from models import ClientView, TokenRules, aud_claim, random_credential, scope_to_list
 from production.settings import issuer
 from production.signing_keys import ALGORITHMS, key_ring
 
@@ -49,7 +49,7 @@ def sign(client_id: str, scopes: list[str], audience: list[str], expires_in: int
         'iss': issuer(), 'exp': now + expires_in, 'iat': now, 'jti': random_credential(16),
         # §2.2: with no resource owner, the subject is the client itself.
         'sub': client_id, 'client_id': client_id,
-        'aud': audience[0] if len(audience) == 1 else audience,
+        'aud': aud_claim(audience),
         'scope': ' '.join(scopes),
     }
     return jwt.encode({'typ': 'at+jwt', 'alg': alg, 'kid': key.kid}, claims, key, algorithms=[alg])

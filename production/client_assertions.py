@@ -34,6 +34,7 @@ from sqlalchemy import String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models import ClientView, UTCDateTime, db, utcnow
+from production.access_tokens import CLOCK_SKEW
 from production.database import execute_one
 from production.settings import issuer, public_url
 
@@ -43,7 +44,6 @@ ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer'  # RFC
 SIGNING_ALGS = ['RS256', 'ES256', 'EdDSA', 'Ed25519']
 # EdDSA is Ed25519's older name (RFC 9864); many client libraries still send it.
 warnings.filterwarnings('ignore', message='EdDSA is deprecated', category=SecurityWarning)
-CLOCK_SKEW = 5  # seconds
 PRIVATE_MEMBERS = {'d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k'}  # RFC 7518 §6: never in a public key
 
 

@@ -39,11 +39,7 @@ log = logging.getLogger(__name__)
 # RS256 is the one RFC 9068 §2.1 requires; ES256 signs six times faster and
 # makes tokens a third shorter (bench/jose_algorithms.py; README: "Keys and
 # their rotation").
-ALGORITHMS = {
-    'ES256': lambda: ECKey.generate_key('P-256', private=True),
-    'RS256': lambda: RSAKey.generate_key(2048, private=True),
-}
-KEY_TYPES = {'ES256': ECKey, 'RS256': RSAKey}
+ALGORITHMS = {'ES256': (ECKey, 'P-256'), 'RS256': (RSAKey, 2048)}  # alg: its key type, curve or size
 UNKNOWN_KID_SECONDS = 5.0
 CANNOT_SIGN_RETRY_AFTER = 60  # seconds; it takes an operator to fix the passphrase
 UNKNOWN_KIDS_REMEMBERED = 1000
@@ -65,7 +61,8 @@ class SigningKey(db.Model):
     @classmethod
     def generate(cls, alg: str, passphrase: str | None) -> SigningKey:
         """A new key, added to the session; it signs from the next commit on."""
-        private = ALGORITHMS[alg]()
+        key_type, curve_or_size = ALGORITHMS[alg]
+        private = key_type.generate_key(curve_or_size, private=True)
         kid = private.thumbprint()
         public = private.as_dict(private=False, kid=kid, alg=alg, use='sig')
         key = cls(kid=kid, alg=alg, public_jwk=json.dumps(public),
@@ -74,15 +71,18 @@ class SigningKey(db.Model):
         return key
 
     @classmethod
+    def is_published(cls):
+        """The condition: its public half is served, and verifies tokens."""
+        return db.or_(cls.publish_until.is_(None), cls.publish_until > utcnow())
+
+    @classmethod
     def published(cls) -> list[SigningKey]:
-        """The keys whose public half is served and verifies tokens, newest first."""
-        alive = db.or_(cls.publish_until.is_(None), cls.publish_until > utcnow())
-        return list(db.session.scalars(db.select(cls).where(alive).order_by(cls.id.desc())))
+        """The published keys, newest first."""
+        return list(db.session.scalars(db.select(cls).where(cls.is_published()).order_by(cls.id.desc())))
 
     @classmethod
     def find_published(cls, kid: str) -> SigningKey | None:
-        alive = db.or_(cls.publish_until.is_(None), cls.publish_until > utcnow())
-        return db.session.scalars(db.select(cls).where(cls.kid == kid, alive)).first()
+        return db.session.scalars(db.select(cls).where(cls.kid == kid, cls.is_published())).first()
 
     @classmethod
     def rotate(cls, alg: str, passphrase: str | None, longest_lifetime: int) -> SigningKey:
@@ -106,12 +106,12 @@ class SigningKey(db.Model):
     def private_key(self, passphrase: str | None) -> Key:
         # A key stored before a passphrase was set is read without one.
         encrypted = 'ENCRYPTED' in self.private_pem.splitlines()[0]
-        return KEY_TYPES[self.alg].import_key(self.private_pem, {'kid': self.kid, 'alg': self.alg},
+        return ALGORITHMS[self.alg][0].import_key(self.private_pem, {'kid': self.kid, 'alg': self.alg},
                                               password=passphrase if encrypted else None)
 
     def public(self) -> PublicKey:
         jwk = json.loads(self.public_jwk)
-        return PublicKey(self.alg, KEY_TYPES[self.alg].import_key(jwk), jwk, self.publish_until)
+        return PublicKey(self.alg, ALGORITHMS[self.alg][0].import_key(jwk), jwk, self.publish_until)
 
     def to_dict(self) -> dict:
         """What `list-signing-keys` shows: never the private key."""
