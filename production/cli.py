@@ -12,11 +12,10 @@ import click
 from flask import Blueprint, current_app
 from sqlalchemy.exc import SQLAlchemyError
 
-from models import Client, Token, check_name, db
+from models import Client, check_name, db
 from production import audit, client_admin
-from production.bruteforce import RateLimitCounter
-from production.client_assertions import UsedAssertion
 from production.database import database_error_line, upgrade_schema
+from production.housekeeping import purge_dead_rows
 from production.signing_keys import ALGORITHMS, SigningKey, key_ring, passphrase
 
 # A blueprint without a group: its commands are the app's own (`flask --app server create-client`).
@@ -270,10 +269,9 @@ def purge_tokens_command():
     """Delete expired and revoked tokens, expired rate-limit counters and
     signing keys no longer published, and expired assertion ids (safe while
     the server runs)."""
-    tokens, counters, keys = Token.purge(), RateLimitCounter.purge(), SigningKey.purge()
-    UsedAssertion.purge()
-    click.echo(f'Purged {tokens} token(s), {counters} expired rate-limit counter(s) '
-               f'and {keys} retired signing key(s).')
+    purged = purge_dead_rows()
+    click.echo(f'Purged {purged["tokens"]} token(s), {purged["counters"]} expired rate-limit counter(s) '
+               f'and {purged["signing_keys"]} retired signing key(s).')
 
 
 @commands.cli.command('rotate-signing-key')

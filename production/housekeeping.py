@@ -21,6 +21,17 @@ from production.signing_keys import SigningKey
 log = logging.getLogger(__name__)
 
 
+def purge_dead_rows(batch: int | None = None) -> dict[str, int]:
+    """Delete what can no longer be used, table by table; how many of each.
+    With `batch` (as the server runs): one batch of expired tokens and
+    counters, found through their indexes. Without (`purge-tokens`): all of
+    them, revoked tokens too."""
+    return {'tokens': Token.purge(batch, batches=1, revoked=False) if batch else Token.purge(),
+            'counters': RateLimitCounter.purge(batch),
+            'signing_keys': SigningKey.purge(),  # a few rows at most
+            'assertions': UsedAssertion.purge()}  # minutes old at most: an index range
+
+
 def init_app(app) -> None:
     served = itertools.count(1)
 
@@ -30,10 +41,7 @@ def init_app(app) -> None:
         if not every or next(served) % every:
             return
         try:
-            Token.purge(app.config['PURGE_BATCH'], batches=1, revoked=False)  # an index range, never a scan
-            RateLimitCounter.purge(app.config['PURGE_BATCH'])
-            SigningKey.purge()  # a few rows at most
-            UsedAssertion.purge()  # minutes old at most: an index range
+            purge_dead_rows(app.config['PURGE_BATCH'])
         except SQLAlchemyError as failure:  # the next round tries again; the request is answered already
             db.session.rollback()
             log.warning('purging dead rows failed: %s', database_error_line(failure))
