@@ -13,7 +13,9 @@ from functools import lru_cache
 from pathlib import Path
 
 import flask_migrate
-from flask import g, request
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from flask import current_app, g, request
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine, Row
@@ -115,10 +117,29 @@ def schema_lock(engine: Engine):
             connection.commit()
 
 
+def unknown_revisions(engine: Engine) -> list[str]:
+    """The revisions the database's schema is at that this code's migrations
+    do not know: a newer release has already upgraded it."""
+    known = {script.revision for script in ScriptDirectory(str(MIGRATIONS)).walk_revisions()}
+    with engine.connect() as connection:
+        return [revision for revision in MigrationContext.configure(connection).get_current_heads()
+                if revision not in known]
+
+
 def upgrade_schema() -> None:
     """Bring the schema to the newest migration; on an empty database, create it.
     Needs an app context. `flask --app server db upgrade` does the same."""
     with schema_lock(db.engine):
+        newer = unknown_revisions(db.engine)
+        if newer:
+            # A rolling deploy: a newer release, on another server, has migrated
+            # first. This one runs on that schema instead of refusing every
+            # request (Flask-Migrate would exit the process); the README asks
+            # migrations to keep the previous release working.
+            current_app.logger.warning(
+                'the database schema is at revision %s, newer than this code knows; '
+                'not upgrading it', ', '.join(newer))
+            return
         flask_migrate.upgrade()
 
 

@@ -2,6 +2,7 @@
 database or brings it up to date, and a database made before migrations
 existed keeps every client, token and item."""
 import hashlib
+import json
 import uuid
 from datetime import datetime, timedelta
 
@@ -111,3 +112,29 @@ def test_a_command_on_a_database_from_before_migrations_upgrades_it_first(empty_
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith('legacy\tLegacy service')
     assert query(empty_database, 'SELECT version_num FROM alembic_version') == [(HEAD,)]
+
+
+def test_a_server_older_than_the_schema_serves_on_it_and_leaves_it_alone(empty_database):
+    """A rolling deploy: a newer release on another app server has migrated
+    first. The older code answers requests and runs commands (one warning),
+    and does not touch the schema; only `db upgrade` refuses, in one line."""
+    assert flask_command(empty_database, 'db', 'upgrade').returncode == 0
+    query(empty_database, "UPDATE alembic_version SET version_num = 'f00dfeedf00d'")
+    created = flask_command(empty_database, 'create-client', 'rolling', '--json')
+    assert created.returncode == 0, created.stderr
+    assert created.stderr.count('newer than this code knows') == 1
+    client_id = json.loads(created.stdout)['client_id']
+    serving = run_python('-c', (
+        'import server\n'
+        'http = server.app.test_client()\n'
+        'for _ in range(3):\n'
+        '    print(http.get("/api/me").status_code)\n'), env={'DATABASE_URL': empty_database})
+    assert serving.returncode == 0, serving.stderr
+    assert serving.stdout.split() == ['401'] * 3
+    assert serving.stderr.count('revision f00dfeedf00d, newer than this code knows') == 1
+    assert 'Traceback' not in serving.stderr
+    refused = flask_command(empty_database, 'db', 'upgrade')
+    assert refused.returncode == 1
+    assert "Can't locate revision identified by 'f00dfeedf00d'" in refused.stderr
+    assert query(empty_database, 'SELECT version_num FROM alembic_version') == [('f00dfeedf00d',)]
+    assert query(empty_database, 'SELECT client_id FROM clients') == [(client_id,)]
