@@ -299,7 +299,7 @@ class Client(ClientRules, db.Model):
         """Change the scopes this client may ask for. Live tokens lose the
         scopes taken away, for good: widening again later does not give them back."""
         self.scope = " ".join(scope_to_list(scope))
-        live = db.and_(Token.client_pk == self.id, Token.revoked_at.is_(None), Token.expires > utcnow())
+        live = db.and_(Token.client_pk == self.id, Token.live())
         for old_scope in db.session.scalars(db.select(Token.scope).where(live).distinct()).all():
             narrowed = " ".join(s for s in scope_to_list(old_scope) if s in self.default_scopes)
             if narrowed != old_scope:
@@ -347,6 +347,17 @@ class Token(TokenRules, db.Model):
             "issued_at": now, "expires": now + timedelta(seconds=expires_in),
             "audience": None if audience is None else " ".join(audience)}, write=True)
         return None if row is None else row.id
+
+    @classmethod
+    def live(cls):
+        """The condition a token that still works meets: neither revoked nor expired."""
+        return db.and_(cls.revoked_at.is_(None), cls.expires > utcnow())
+
+    @classmethod
+    def live_counts(cls, *conditions) -> dict[int, int]:
+        """How many live tokens each client has (by its primary key), in one query."""
+        return dict(db.session.execute(db.select(cls.client_pk, db.func.count(cls.id))
+                                       .where(cls.live(), *conditions).group_by(cls.client_pk)).all())
 
     @classmethod
     def revoke_where(cls, condition) -> int:

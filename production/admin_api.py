@@ -24,7 +24,7 @@ import json
 from flask import Blueprint, request
 from oauthlib.oauth2.rfc6749 import errors
 
-from models import Client, db
+from models import Client
 from production import client_admin
 
 
@@ -70,9 +70,9 @@ def invalid_metadata(error: client_admin.InvalidMetadata):
     return InvalidClientMetadataError(description=str(error))
 
 
-def registration(client: Client) -> dict:
+def registration(client: Client, live_tokens: int | None = None) -> dict:
     """The client as RFC 7591 §3.2.1 names its fields, and what this server adds."""
-    shown = client_admin.describe(client)
+    shown = client_admin.describe(client, live_tokens)
     return {'client_id': client.client_id, 'client_name': client.name, 'scope': client.scope,
             'grant_types': client.allowed_grant_types,
             'token_endpoint_auth_method': client.token_endpoint_auth_method,
@@ -108,7 +108,7 @@ def create_client():
 
 
 def list_clients():
-    return {'clients': [registration(client) for client in db.session.scalars(db.select(Client).order_by(Client.id))]}
+    return {'clients': [registration(client, live_tokens) for client, live_tokens in client_admin.all_clients()]}
 
 
 def show_client(client_id):

@@ -23,6 +23,7 @@ from urllib.parse import quote_plus
 
 import pytest
 import requests
+import sqlalchemy
 
 ROOT = Path(__file__).resolve().parent.parent
 _TMP = tempfile.mkdtemp(prefix='oauth-tests-')
@@ -121,6 +122,21 @@ def private_key_material() -> set:
         with contextlib.suppress(ValueError):  # a test set a wrong passphrase: the stored lines still count
             material.add(key.private_key(passphrase()).as_dict(private=True)['d'])
     return material
+
+
+@contextlib.contextmanager
+def statements_run():
+    """The SQL statements the engine runs inside the block, each on one line,
+    in lower case, as SQLAlchemy's engine events see them."""
+    statements = []
+
+    def record(connection, cursor, statement, *args):
+        statements.append(' '.join(statement.split()).lower())
+    sqlalchemy.event.listen(db.engine, 'before_cursor_execute', record)
+    try:
+        yield statements
+    finally:
+        sqlalchemy.event.remove(db.engine, 'before_cursor_execute', record)
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ shared with the command line."""
 import json
 
 import pytest
-from conftest import TOKEN_URL, bearer, token_form
+from conftest import TOKEN_URL, bearer, statements_run, token_form
 from joserfc.jwk import ECKey
 
 from models import Client, Token, db
@@ -55,6 +55,25 @@ def test_list_and_show(http, admin, make_client):
     missing = http.get(f'{ADMIN}/no-such-client', headers=admin[1])
     assert missing.status_code == 404 and missing.mimetype == 'application/json'
     assert missing.get_json()['error'] == 'invalid_request'
+
+
+def test_the_list_counts_each_clients_live_tokens_in_a_fixed_number_of_queries(http, admin, make_client,
+                                                                             get_token):
+    busy, secret = make_client('busy')
+    for _ in range(3):
+        get_token(busy, secret)
+    revoked = get_token(busy, secret)
+    assert http.post('/oauth/revoke', data={'token': revoked, 'client_id': busy,
+                                            'client_secret': secret}).status_code == 200
+    idle, _ = make_client('idle')
+    with statements_run() as statements:
+        listed = http.get(ADMIN, headers=admin[1]).get_json()['clients']
+    assert {client['client_id']: client['live_tokens'] for client in listed} == {admin[0]: 1, busy: 3, idle: 0}
+    for name in ('more-1', 'more-2', 'more-3'):
+        make_client(name)
+    with statements_run() as more_statements:
+        assert len(http.get(ADMIN, headers=admin[1]).get_json()['clients']) == 6
+    assert len(more_statements) == len(statements)
 
 
 def test_update(http, admin, make_client, get_token):

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 import pytest
 import sqlalchemy as sa
-from conftest import DATABASE_URL, TOKEN_URL, bearer, count, token_form
+from conftest import DATABASE_URL, TOKEN_URL, bearer, count, statements_run, token_form
 
 import production.sqlite
 from models import Client, Item, Token, db
@@ -40,16 +40,9 @@ def test_a_request_takes_one_connection_from_the_pool(http, credentials, token, 
 def test_engine_events_see_the_token_insert_and_lookup(http, credentials):
     # The hot statements run through SQLAlchemy's Connection, so echo,
     # tracing and query recording see them like any other statement.
-    statements = []
-
-    def record(connection, cursor, statement, parameters, context, executemany):
-        statements.append(' '.join(statement.split()).lower())
-    sa.event.listen(db.engine, 'before_cursor_execute', record)
-    try:
+    with statements_run() as statements:
         access_token = http.post(TOKEN_URL, data=token_form(*credentials)).get_json()['access_token']
         assert http.get('/api/me', headers=bearer(access_token)).status_code == 200
-    finally:
-        sa.event.remove(db.engine, 'before_cursor_execute', record)
     assert sum(s.startswith('insert into tokens') for s in statements) == 1
     assert sum(s.startswith('select') and 'from tokens join clients' in s for s in statements) == 1
     assert sum(s.startswith('select') and 'from clients where clients.client_id' in s for s in statements) == 1

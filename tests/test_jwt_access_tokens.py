@@ -8,7 +8,16 @@ import time
 
 import pytest
 import requests
-from conftest import SERVER_KINDS, TOKEN_URL, bearer, create_client, empty_database, run_python, token_form
+from conftest import (
+    SERVER_KINDS,
+    TOKEN_URL,
+    bearer,
+    create_client,
+    empty_database,
+    run_python,
+    statements_run,
+    token_form,
+)
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet
 
@@ -100,17 +109,9 @@ def test_a_clients_own_lifetime_is_the_jwts(http, jwt_client):
 
 
 def test_the_api_accepts_a_jwt_without_reading_the_database(app, http, jwt_client, jwt_token):
-    from sqlalchemy import event
     http.get('/api/me', headers=bearer(jwt_token))  # this process has read the keys once
-    statements = []
-
-    def record(conn, cursor, statement, *args):
-        statements.append(statement)
-    event.listen(db.engine, 'before_cursor_execute', record)
-    try:
+    with statements_run() as statements:
         response = http.get('/api/me', headers=bearer(jwt_token))
-    finally:
-        event.remove(db.engine, 'before_cursor_execute', record)
     assert response.status_code == 200
     assert response.get_json() == {'client_id': jwt_client[0], 'name': None, 'scope': 'read write'}
     assert statements == []
@@ -118,17 +119,9 @@ def test_the_api_accepts_a_jwt_without_reading_the_database(app, http, jwt_clien
 
 def test_an_opaque_token_is_read_from_the_database(app, http, credentials, get_token):
     # The same probe sees the opaque token's lookup: the test above can fail.
-    from sqlalchemy import event
     token = get_token(*credentials)
-    statements = []
-
-    def record(conn, cursor, statement, *args):
-        statements.append(statement)
-    event.listen(db.engine, 'before_cursor_execute', record)
-    try:
+    with statements_run() as statements:
         assert http.get('/api/me', headers=bearer(token)).status_code == 200
-    finally:
-        event.remove(db.engine, 'before_cursor_execute', record)
     assert any('tokens' in statement for statement in statements)
 
 
