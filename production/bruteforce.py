@@ -23,10 +23,10 @@ from sqlalchemy import Float, Integer, String, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Mapped, mapped_column
 
-from production import audit, client_assertions, metrics
+from production import audit, metrics
 from production.database import db
 from production.errors import RetryLater, oauth_error_response
-from production.validator import client_credentials
+from production.validator import presented_credentials
 
 
 def presented_client_id() -> str | None:
@@ -34,10 +34,7 @@ def presented_client_id() -> str | None:
     id (Appendix B) does not give an attacker a fresh counter; for an
     assertion (private_key_jwt), the client it names."""
     try:
-        assertion = client_assertions.presented_assertion()
-        if assertion is not None:
-            return client_assertions.presented_client_id(assertion)
-        client_id, _ = client_credentials()
+        client_id, _, _ = presented_credentials()
     except (errors.OAuth2Error, ValueError):
         return None
     return client_id

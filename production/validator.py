@@ -45,6 +45,17 @@ def client_credentials() -> tuple[str | None, str | None]:
     return client_id, unquote_plus(basic.password or '')
 
 
+def presented_credentials() -> tuple[str | None, str | None, str | None]:
+    """(client_id, client_secret, client_assertion) as this request presents
+    them, by whichever method it uses: a secret (HTTP Basic or the form) or,
+    for private_key_jwt, an assertion (RFC 7523 §2.2), whose client_id is the
+    one it names, unverified. RFC 6749 §2.3: one method per request."""
+    assertion = client_assertions.presented_assertion()
+    if assertion is not None:
+        return client_assertions.presented_client_id(assertion), None, assertion
+    return *client_credentials(), None
+
+
 class ClientCredentialsValidator(OAuth2RequestValidator):
     """Flask-OAuthlib's validator, corrected where it falls short of the RFCs
     on today's Flask (README: "Why the Flask-OAuthlib-Invenio fork")."""
@@ -58,14 +69,12 @@ class ClientCredentialsValidator(OAuth2RequestValidator):
         return True
 
     def authenticate_client(self, request, *args, **kwargs):
-        assertion = client_assertions.presented_assertion()
-        if assertion is not None:  # private_key_jwt (RFC 7523 §2.2)
-            client_id = client_assertions.presented_client_id(assertion)
+        client_id, client_secret, assertion = presented_credentials()
+        if assertion is not None:
             client, failure = client_assertions.authenticate(assertion)
         else:
             # The fork compares plaintext secrets with `!=`; ours are hashed
             # and compared in constant time.
-            client_id, client_secret = self._get_client_creds_from_request(request)
             client, failure = ClientView.authenticate(client_id, client_secret)
         if client is None:
             audit.event('authentication_failed', client_id, reason=failure)
