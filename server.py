@@ -70,9 +70,10 @@ def load_client(client_id):
 
 @oauth.tokengetter
 def load_token(access_token=None, refresh_token=None):
-    # Client credentials never issue refresh tokens (RFC 6749 §4.4.3).
-    if access_tokens.is_jwt(access_token):  # RFC 9068: verified with our public key, no database read
-        return access_tokens.verify(access_token)
+    # Client credentials never issue refresh tokens (RFC 6749 §4.4.3). Every
+    # token, opaque or JWT, is the stored row that revocation and
+    # introspection read: here a revoked token, a disabled or deleted client
+    # and a narrowed scope take effect at once, whatever the format.
     return TokenView.find(access_token)
 
 

@@ -34,7 +34,6 @@ from sqlalchemy import String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models import ClientView, UTCDateTime, db, utcnow
-from production.access_tokens import CLOCK_SKEW
 from production.database import execute_one
 from production.settings import issuer, public_url
 
@@ -44,6 +43,7 @@ ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer'  # RFC
 SIGNING_ALGS = ['RS256', 'ES256', 'EdDSA', 'Ed25519']
 # EdDSA is Ed25519's older name (RFC 9864); many client libraries still send it.
 warnings.filterwarnings('ignore', message='EdDSA is deprecated', category=SecurityWarning)
+CLOCK_SKEW = 5  # seconds a client's clock and ours may differ: the leeway on an assertion's exp and iat
 PRIVATE_MEMBERS = {'d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k'}  # RFC 7518 §6: never in a public key
 
 

@@ -4,8 +4,8 @@ RFCs on today's Flask (README: "Why the Flask-OAuthlib-Invenio fork").
 oauthlib asks the validator every question about clients and tokens; each
 override below names the rule it enforces. The provider reads clients and
 API tokens through server.py's callbacks (`self._clientgetter`,
-`self._tokengetter`, which verifies a JWT without the database); revocation
-and introspection read the stored token, the only place a revocation shows.
+`self._tokengetter`); API requests, revocation and introspection all read
+the stored token, JWT or opaque, so that they give one answer for one token.
 """
 from __future__ import annotations
 

@@ -114,16 +114,18 @@ def test_the_client_is_authenticated_before_its_resources_are_checked(http, clie
     assert response.status_code == 401 and response.get_json()['error'] == 'invalid_client'
 
 
-def test_the_api_resource_setting(app, http, make_client, monkeypatch):
+def test_the_api_resource_setting(app, http, client_with_resources, monkeypatch):
     monkeypatch.setitem(app.config, 'API_RESOURCE', 'https://api.example.com')
-    credentials = make_client()
-    Client.find(credentials[0]).token_format = 'jwt'
-    db.session.commit()
-    token = ask(http, credentials).get_json()['access_token']
+    token = ask(http, client_with_resources()).get_json()['access_token']
     assert jwt_claims(token)['aud'] == 'https://api.example.com'
     assert http.get('/api/me', headers=bearer(token)).status_code == 200
-    monkeypatch.setitem(app.config, 'API_RESOURCE', 'https://elsewhere.example.com')
-    assert http.get('/api/me', headers=bearer(token)).status_code == 401
+    # The API takes the tokens meant for the resource it is now, in any format.
+    for kind in ('jwt', 'opaque'):
+        token = ask(http, client_with_resources('https://api.example.com', kind=kind)).get_json()['access_token']
+        monkeypatch.setitem(app.config, 'API_RESOURCE', 'https://api.example.com')
+        assert http.get('/api/me', headers=bearer(token)).status_code == 200
+        monkeypatch.setitem(app.config, 'API_RESOURCE', 'https://elsewhere.example.com')
+        assert http.get('/api/me', headers=bearer(token)).status_code == 401
 
 
 def test_resources_are_registered_with_the_cli(app):
