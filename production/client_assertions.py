@@ -12,8 +12,8 @@ key next to the old one, switching, then removing the old one.
 
 The checks are RFC 7523 §3's, each failure a plain `invalid_client` with
 the reason in the audit log only. A `jti` is accepted once: it is kept in the
-database until the assertion expires, so a replay fails on every worker and
-every app server.
+database as long as the assertion is accepted (its exp, plus the clock skew
+allowed on it), so a replay fails on every worker and every app server.
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ PRIVATE_MEMBERS = {'d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k'}  # RFC 7518 §6:
 
 
 class UsedAssertion(db.Model):
-    """A client assertion's jti, kept until the assertion expires (RFC 7523 §3 item 7)."""
+    """A client assertion's jti, kept while the assertion is accepted (RFC 7523 §3 item 7)."""
 
     __tablename__ = 'used_assertions'
 
@@ -194,7 +194,9 @@ def check_claims(claims: dict, client_id: str) -> str:
 
 
 def remember_jti(client_id: str, jti: str, exp: float) -> bool:
-    """False if this client's jti was seen before; else keep it until exp."""
+    """False if this client's jti was seen before; else keep it as long as
+    check_claims accepts the assertion: CLOCK_SKEW past its exp, so that a
+    replay after a purge is refused too."""
     key = hashlib.sha256(f'{client_id}\0{jti}'.encode()).hexdigest()
-    expires = datetime.fromtimestamp(exp, UTC)
+    expires = datetime.fromtimestamp(exp + CLOCK_SKEW, UTC)
     return execute_one(_REMEMBER_JTI, {'key': key, 'expires': expires}, write=True) is not None

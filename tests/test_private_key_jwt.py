@@ -16,6 +16,7 @@ from joserfc.jwk import ECKey, OKPKey, RSAKey
 from client import ApiClient, PrivateKey
 from models import Client, db
 from production.client_assertions import ASSERTION_TYPE, UsedAssertion
+from production.housekeeping import purge_dead_rows
 
 TOKEN_ENDPOINT = 'http://localhost/oauth/token'  # as the test client's requests reach it
 ISSUER = 'http://localhost'
@@ -136,6 +137,17 @@ def test_a_replayed_jti_is_refused(http, register, no_credentials_in_logs):
     assert refused(ask_token(http, assertion(client_id, key, jti='once-only'))) == REFUSED  # a new one, same jti
     assert any('"reason": "replayed_jti"' in line for line in no_credentials_in_logs)
     assert db.session.scalar(db.select(db.func.count(UsedAssertion.key))) == 1
+
+
+def test_a_replay_right_after_a_purge_is_refused(http, register):
+    # An assertion is accepted up to CLOCK_SKEW seconds past its exp, so its
+    # jti is kept that much longer than exp: a purge cannot open the door.
+    key = new_key()
+    client_id = register(key)
+    signed = assertion(client_id, key, exp=int(time.time()) - 1)
+    assert ask_token(http, signed).status_code == 200
+    assert purge_dead_rows(batch=1000)['assertions'] == 0  # as the server purges, every PURGE_EVERY requests
+    assert refused(ask_token(http, signed)) == REFUSED
 
 
 def test_the_same_jti_of_another_client_is_its_own(http, register):
@@ -353,7 +365,8 @@ def test_metadata_lists_private_key_jwt(http):
 def test_expired_assertion_ids_are_purged(app, http, register):
     key = new_key()
     client_id = register(key)
-    assert ask_token(http, assertion(client_id, key, exp=int(time.time()) + 2)).status_code == 200
+    # Accepted 3 s past its exp (CLOCK_SKEW is 5 s), so kept 2 s more.
+    assert ask_token(http, assertion(client_id, key, exp=int(time.time()) - 3)).status_code == 200
     time.sleep(3)
     assert app.test_cli_runner().invoke(args=['purge-tokens']).exit_code == 0
     assert db.session.scalar(db.select(db.func.count(UsedAssertion.key))) == 0
