@@ -1,11 +1,13 @@
 """The admin API (/admin/clients): every operation end to end with an
 `admin` token, the refusals without one, bad input, and the audit trail
 shared with the command line."""
+import base64
 import json
+import secrets
 
 import pytest
 from conftest import TOKEN_URL, bearer, statements_run, token_form
-from joserfc.jwk import ECKey
+from joserfc.jwk import ECKey, OKPKey, RSAKey
 
 from models import Client, Token, db
 
@@ -148,6 +150,68 @@ def test_register_a_private_key_jwt_client(http, admin):
         'client_name': 'oops', 'token_endpoint_auth_method': 'private_key_jwt',
         'jwks': {'keys': [key.as_dict(private=True)]}})
     assert private.status_code == 400 and 'private key' in private.get_json()['error_description']
+
+
+def public(key, **members):
+    return {**key.as_dict(private=False), **members}
+
+
+def crafted_rsa(bits=2048, e=65537):
+    """An RSA public JWK with this modulus size and exponent (made up: only registered, never used)."""
+    n = secrets.randbits(bits) | (1 << (bits - 1)) | 1
+    return {'kty': 'RSA', 'n': b64_int(n), 'e': b64_int(e)}
+
+
+def b64_int(number):
+    return base64.urlsafe_b64encode(number.to_bytes((number.bit_length() + 7) // 8, 'big')).rstrip(b'=').decode()
+
+
+KEY_CASES = {
+    'rsa-exponent-3': (lambda: crafted_rsa(e=3), 'must be 65537'),
+    'rsa-exponent-3071-bits': (lambda: crafted_rsa(bits=3072, e=(1 << 3070) | 1), 'must be 65537'),
+    'rsa-1024-bits': (lambda: crafted_rsa(bits=1024), '2048 to 4096 bits'),
+    'rsa-8192-bits': (lambda: crafted_rsa(bits=8192), '2048 to 4096 bits'),
+    'ec-p384': (lambda: public(ECKey.generate_key('P-384')), 'P-256'),
+    'ec-secp256k1': (lambda: public(ECKey.generate_key('secp256k1')), 'P-256'),
+    'okp-x25519': (lambda: public(OKPKey.generate_key('X25519')), 'Ed25519'),
+    'okp-ed448': (lambda: public(OKPKey.generate_key('Ed448')), 'Ed25519'),
+    'use-enc': (lambda: public(ECKey.generate_key('P-256'), use='enc'), '"use"'),
+    'key-ops-encrypt': (lambda: public(ECKey.generate_key('P-256'), key_ops=['encrypt']), 'key_ops'),
+    'alg-hs256': (lambda: public(ECKey.generate_key('P-256'), alg='HS256'), '"alg"'),
+    'alg-of-another-key-type': (lambda: public(ECKey.generate_key('P-256'), alg='RS256'), '"alg"'),
+    'x5u': (lambda: public(ECKey.generate_key('P-256'), x5u='https://keys.example/cert.pem'), 'x5u'),
+    'x5c': (lambda: public(ECKey.generate_key('P-256'), x5c=['MIIB']), 'x5c'),
+    'jku': (lambda: public(ECKey.generate_key('P-256'), jku='https://keys.example/jwks.json'), 'jku'),
+}
+
+
+@pytest.mark.parametrize('case', KEY_CASES)
+def test_a_key_that_cannot_sign_or_costs_too_much_to_check_is_refused(http, admin, case):
+    make, says = KEY_CASES[case]
+    response = http.post(ADMIN, headers=admin[1], json={
+        'client_name': 'signer', 'token_endpoint_auth_method': 'private_key_jwt', 'jwks': {'keys': [make()]}})
+    assert response.status_code == 400 and response.get_json()['error'] == 'invalid_client_metadata'
+    assert says in response.get_json()['error_description']
+    assert db.session.scalar(db.select(db.func.count(Client.id))) == 1  # the admin only
+
+
+def test_keys_that_fit_are_registered(http, admin):
+    # The control for the refusals above: each kind of key that can sign, at the edges of the limits.
+    fitting = [public(RSAKey.generate_key(2048), alg='RS256', use='sig', key_ops=['verify']),
+               crafted_rsa(bits=4096), public(ECKey.generate_key('P-256'), alg='ES256'),
+               public(OKPKey.generate_key('Ed25519'), alg='EdDSA'), public(OKPKey.generate_key('Ed25519'))]
+    fitting += [public(ECKey.generate_key('P-256')) for _ in range(10 - len(fitting))]
+    response = http.post(ADMIN, headers=admin[1], json={
+        'client_name': 'signer', 'token_endpoint_auth_method': 'private_key_jwt', 'jwks': {'keys': fitting}})
+    assert response.status_code == 201, response.get_json()
+    assert len(response.get_json()['jwks']['keys']) == 10
+    eleven = {'keys': [*fitting, public(ECKey.generate_key('P-256'))]}
+    client_id = response.get_json()['client_id']
+    too_many = http.patch(f'{ADMIN}/{client_id}', headers=admin[1], json={'jwks': eleven})
+    assert too_many.status_code == 400 and too_many.get_json()['error'] == 'invalid_client_metadata'
+    assert 'at most 10 keys' in too_many.get_json()['error_description']
+    db.session.expire_all()
+    assert len(Client.find(client_id).key_ids) == 10
 
 
 def test_a_client_that_only_introspects(http, admin):

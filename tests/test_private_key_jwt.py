@@ -119,10 +119,16 @@ def test_revocation_and_introspection_take_assertions(http, register):
         assert answer.status_code == 401 and answer.get_json()['error'] == 'invalid_client'
 
 
-def test_a_key_without_a_kid_is_tried_in_turn(http, register):
+def test_an_assertion_without_a_kid_needs_a_client_with_one_key(http, register, no_credentials_in_logs):
+    # One signature check per assertion, whatever it says: without a kid,
+    # there must be a single key to check it with (RFC 7515 §4.1.4).
+    single = new_key()
+    assert ask_token(http, assertion(register(single), single, header={'kid': None})).status_code == 200
     first, second = new_key(), new_key()
-    client_id = register(first, second)
-    assert ask_token(http, assertion(client_id, second, header={'kid': None})).status_code == 200
+    client_id = register(first, second, name='two-keys')
+    assert refused(ask_token(http, assertion(client_id, first, header={'kid': None}))) == REFUSED
+    assert refused(ask_token(http, assertion(client_id, second, header={'kid': None}))) == REFUSED
+    assert ask_token(http, assertion(client_id, second)).status_code == 200  # with its kid
 
 
 # --- Refusals, one by one -------------------------------------------------
@@ -307,7 +313,8 @@ def test_create_client_prints_no_secret_for_a_key_client(app, tmp_path):
     (json.dumps({'keys': [{'kty': 'oct', 'k': 'c2VjcmV0'}]}), 'only RSA, EC and OKP'),
     ('PRIVATE', 'private key'),
     (json.dumps({'keys': [{'kty': 'EC', 'crv': 'P-256', 'x': 'AA', 'y': 'AA'}]}), 'cannot be read'),
-], ids=['not-json', 'empty', 'symmetric', 'private', 'broken'])
+    (json.dumps({'keys': [{**new_key('RSA').as_dict(private=False), 'e': 'Aw'}]}), 'must be 65537'),
+], ids=['not-json', 'empty', 'symmetric', 'private', 'broken', 'rsa-exponent'])
 def test_a_bad_jwks_is_refused_in_one_line(app, tmp_path, document, says):
     if document == 'PRIVATE':
         document = json.dumps({'keys': [new_key().as_dict(private=True)]})
@@ -316,6 +323,7 @@ def test_a_bad_jwks_is_refused_in_one_line(app, tmp_path, document, says):
     result = app.test_cli_runner().invoke(args=['create-client', 'k', '--auth-method', 'private_key_jwt',
                                                 '--jwks', str(path)])
     assert result.exit_code == 2 and says in result.output and 'Traceback' not in result.output
+    assert len(result.output.strip().splitlines()[-1]) < 200 and 'Error:' in result.output.strip().splitlines()[-1]
     assert db.session.scalar(db.select(db.func.count(Client.id))) == 0
 
 
