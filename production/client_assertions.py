@@ -14,12 +14,16 @@ The checks are RFC 7523 §3's, each failure a plain `invalid_client` with
 the reason in the audit log only. A `jti` is accepted once: it is kept in the
 database as long as the assertion is accepted (its exp, plus the clock skew
 allowed on it), so a replay fails on every worker and every app server.
+Whoever an assertion names, checking it costs one signature check, so that
+its time does not tell whether that client exists.
 """
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
+import secrets
 import time
 import warnings
 from datetime import UTC, datetime
@@ -27,8 +31,8 @@ from datetime import UTC, datetime
 from flask import current_app, request
 from joserfc import jwt
 from joserfc.errors import ClaimError, ExpiredTokenError, JoseError, SecurityWarning
-from joserfc.jwk import KeySet
-from joserfc.jwt import JWTClaimsRegistry
+from joserfc.jwk import ECKey, Key, KeySet, OKPKey, RSAKey
+from joserfc.jwt import JWTClaimsRegistry, Token
 from oauthlib.oauth2.rfc6749 import errors
 from sqlalchemy import String, text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -62,6 +66,20 @@ RSA_BITS = (2048, 4096)
 # A certificate chain or a URL to fetch one from: this server would neither
 # fetch nor validate them, and a key must not seem vouched for by them.
 REMOTE_MEMBERS = {'x5u', 'x5c', 'jku'}
+
+
+def _stand_in_keys() -> dict[str, Key]:
+    # Public keys only: nothing is ever accepted because of them. The RSA
+    # modulus is a random odd 2048-bit number rather than a generated key
+    # (0.1 s at every start): a signature check costs the same with it.
+    rsa = RSAKey.import_key({'kty': 'RSA', 'e': 'AQAB', 'n': base64.urlsafe_b64encode(
+        (secrets.randbits(2048) | (1 << 2047) | 1).to_bytes(256, 'big')).rstrip(b'=').decode()})
+    ec = ECKey.import_key(ECKey.generate_key('P-256').as_dict(private=False))
+    okp = OKPKey.import_key(OKPKey.generate_key('Ed25519').as_dict(private=False))
+    return {'RS256': rsa, 'ES256': ec, 'EdDSA': okp, 'Ed25519': okp}
+
+
+STAND_IN_KEYS = _stand_in_keys()
 
 
 class UsedAssertion(db.Model):
@@ -199,13 +217,14 @@ def authenticate(assertion: str) -> tuple[ClientView | None, str]:
     if subject is None or (form_client_id and form_client_id != subject):
         return None, 'wrong_subject'
     client = ClientView.find(subject)
+    keys = client_keys(client.jwks) if client is not None and client.uses_private_key_jwt else None
+    token, failure = verified(assertion, keys)  # whoever it names, one signature check
     if client is None:
         return None, 'unknown_client'
-    if not client.uses_private_key_jwt:
+    if keys is None:
         return None, 'assertion_from_secret_client'
-    token = verified(assertion, KeySet.import_key_set(json.loads(client.jwks)))
     if token is None:
-        return None, 'bad_signature_or_unknown_kid'
+        return None, failure
     failure = check_claims(token.claims, subject)
     if failure:
         return None, failure
@@ -216,20 +235,41 @@ def authenticate(assertion: str) -> tuple[ClientView | None, str]:
     return client, ''
 
 
-def verified(assertion: str, keys: KeySet):
-    """The assertion if the client's key its kid names signed it. Without a
-    kid, only a client with one key: one signature check per assertion."""
-    kid = unverified(assertion, 0).get('kid')
-    if kid is None:
-        candidates = keys.keys if len(keys.keys) == 1 else []
-    else:
-        candidates = [key for key in keys.keys if key.kid == kid]
-    for key in candidates:
-        try:
-            return jwt.decode(assertion, key, algorithms=SIGNING_ALGS)
-        except (JoseError, ValueError):
-            continue
-    return None
+@functools.lru_cache(maxsize=1024)
+def client_keys(jwks: str) -> KeySet:
+    """A client's registered JWK Set, read once per process (and again when
+    it changes: the text is the key), so that an assertion naming the
+    client costs no more work than one naming nobody."""
+    return KeySet.import_key_set(json.loads(jwks))
+
+
+def verified(assertion: str, keys: KeySet | None) -> tuple[Token | None, str]:
+    """(the assertion, "") if the client's key that its kid names signed it,
+    else (None, why not). Without a kid, only a client with one key.
+
+    Exactly one signature check, whoever the assertion names: with no key to
+    check it with (an unknown client, a secret client, an unknown kid), a
+    stand-in of the algorithm the header names takes the key's place, so
+    that the time taken does not tell which (RFC 6749 §5.2's reasoning, as
+    ClientView.authenticate hashes a dummy secret for an unknown client)."""
+    header = unverified(assertion, 0)
+    kid, key, failure = header.get('kid'), None, 'not_a_key_client'
+    if keys is not None and kid is None:
+        key, failure = (keys.keys[0], '') if len(keys.keys) == 1 else (None, 'kid_missing_among_several_keys')
+    elif keys is not None:
+        key = next((candidate for candidate in keys.keys if candidate.kid == kid), None)
+        failure = '' if key is not None else 'unknown_kid'
+    try:
+        token = jwt.decode(assertion, key or stand_in_key(header.get('alg')), algorithms=SIGNING_ALGS)
+    except (JoseError, ValueError):
+        return None, failure or 'bad_signature'
+    return (token, '') if key is not None else (None, failure)
+
+
+def stand_in_key(alg: object) -> Key:
+    """The stand-in that verified() checks a signature with when the client
+    has no key to: one of the algorithm's own key type, of the usual size."""
+    return STAND_IN_KEYS.get(alg if isinstance(alg, str) else '', STAND_IN_KEYS['ES256'])
 
 
 def check_claims(claims: dict, client_id: str) -> str:

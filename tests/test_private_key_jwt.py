@@ -11,7 +11,7 @@ import pytest
 import requests
 from conftest import SERVER_KINDS, TOKEN_URL, basic_header, bearer, empty_database, run_python
 from joserfc import jwt
-from joserfc.jwk import ECKey, OKPKey, RSAKey
+from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
 
 from client import ApiClient, PrivateKey
 from models import Client, db
@@ -253,6 +253,45 @@ def test_a_disabled_key_client_is_refused(http, register):
     Client.find(client_id).disable()
     db.session.commit()
     assert refused(ask_token(http, assertion(client_id, key))) == REFUSED
+
+
+@pytest.fixture
+def work_done(monkeypatch):
+    """The costly steps of checking assertions, in order (each real step runs):
+    ('signature', key type) for a signature check, ('key set',) for reading a JWK Set."""
+    done = []
+    decode, import_key_set = jwt.decode, KeySet.import_key_set
+
+    def check_signature(value, key, *args, **kwargs):
+        done.append(('signature', key.key_type))
+        return decode(value, key, *args, **kwargs)
+
+    def read_key_set(cls, value, *args, **kwargs):
+        done.append(('key set',))
+        return import_key_set(value, *args, **kwargs)
+    monkeypatch.setattr(jwt, 'decode', check_signature)
+    monkeypatch.setattr(KeySet, 'import_key_set', classmethod(read_key_set))
+    return done
+
+
+@pytest.mark.parametrize('kind', ['EC', 'RSA', 'OKP'])
+def test_an_assertion_costs_one_signature_check_whoever_it_names(http, register, make_client, work_done, kind):
+    # As an unknown client costs one hash like a wrong secret (test_rules.py),
+    # an assertion's time must not tell whether its client exists, nor how
+    # it authenticates: each costs one check with a key of its algorithm.
+    key, first, second, stranger = (new_key(kind) for _ in range(4))
+    key_client, two_keys, secret_client = register(key), register(first, second, name='two'), make_client()[0]
+    work_done.clear()  # registering read the keys too
+    for client_id, signer in ((key_client, key), (two_keys, first)):
+        assert ask_token(http, assertion(client_id, signer)).status_code == 200
+    # A client's key set is read once per process (here, just now).
+    assert work_done == [('key set',), ('signature', kind), ('key set',), ('signature', kind)]
+    for client_id, kid in (('no-such-client', key.thumbprint()), (secret_client, key.thumbprint()),
+                           (key_client, key.thumbprint()), (key_client, 'no-such-kid'), (two_keys, None),
+                           (key_client, None)):
+        work_done.clear()
+        assert refused(ask_token(http, assertion(client_id, stranger, header={'kid': kid}))) == REFUSED
+        assert work_done == [('signature', kind)], (client_id, kid)
 
 
 def test_malformed_assertions_are_refused_not_500(http, register):
