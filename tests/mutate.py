@@ -1,27 +1,47 @@
 """Named mutations: break one rule of the code at a time and check that the
-tests notice (README: "Tests").
+tests guarding it notice (README: "The mutation audit").
 
-    .venv/bin/python tests/mutate.py            # every mutation, a few minutes
-    .venv/bin/python tests/mutate.py scopes     # the ones whose name contains "scopes"
+    .venv/bin/python tests/mutate.py              # every mutation, a few minutes
+    .venv/bin/python tests/mutate.py scopes       # those whose name contains "scopes"
+    .venv/bin/python tests/mutate.py --keep DIR   # each run's output there (default: mutation-report/)
 
 Each mutation replaces one piece of text in one file of a copy of the
-project (the working tree is never touched), runs the tests that guard that
-rule, and counts the mutant as killed if they fail. It prints a table and
-exits 1 if a mutant that should be killed survived. A few mutants are
-expected to survive, each for a reason given beside it: they break a second
-line of defence that a first one still holds.
+project (the working tree is never touched) and runs the tests it names,
+node ids as pytest takes them. A mutant counts as killed only when one of
+those tests FAILS ON AN ASSERTION: a <failure> in pytest's JUnit XML whose
+exception is AssertionError or pytest's Failed. An error in a fixture, an
+import, syntax or collection error, any other exception and a timeout are
+not a kill: they say nothing about the rule.
+
+First a control run: every named test on the unmodified copy must pass (not
+skip), else no mutant can be judged and the audit fails. A mutation whose
+text is not in its file exactly once (the code changed) fails the audit too.
+Each run's output and JUnit XML are kept in the report folder, with the
+table printed at the end (summary.md). It exits 1 if anything failed: the
+control, a stale mutation, or a mutant that survived and is not marked as
+expected to (a few break a second line of defence a first one still holds;
+the reason is given beside them).
 """
 from __future__ import annotations
 
+import argparse
+import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_REPORT = ROOT / 'mutation-report'
+DEFAULT_TIMEOUT = 300  # seconds for one mutant's tests; the control run gets three times that
+KILLING_EXCEPTIONS = ('AssertionError', 'Failed')  # `assert ...`; pytest.fail() and pytest.raises' DID NOT RAISE
+NOT_COPIED = {'.venv', '.git', 'instance', '__pycache__', '.pytest_cache', '.hypothesis', 'mutation-report'}
 
 
 @dataclass(frozen=True)
@@ -30,121 +50,300 @@ class Mutation:
     path: str
     old: str
     new: str
-    tests: tuple[str, ...]
+    tests: tuple[str, ...]  # pytest node ids: the tests expected to catch it
     survives: str = ''  # why it is harmless, for a mutant expected to survive
 
+
+R, J, A, P, M = ('tests/test_rules.py::', 'tests/test_jwt_access_tokens.py::', 'tests/test_audiences.py::',
+                 'tests/test_private_key_jwt.py::', 'tests/test_admin_api.py::')
+ADMIN_ACTOR = M + 'test_every_change_is_audited_with_the_admin_client_as_actor'
 
 MUTATIONS = [
     Mutation('secret compared with an early-exit ==', 'models.py',
              '        if check_password_hash(self.secret_hash, client_secret):',
              "        if self.secret_hash.rsplit('$', 1)[-1] == __import__('hashlib').pbkdf2_hmac("
              "'sha256', client_secret.encode(), self.secret_hash.split('$')[1].encode(), 1).hex():",
-             ('tests/test_rules.py',)),
+             (R + 'test_secrets_are_compared_in_constant_time',)),
     Mutation('no dummy hash for an unknown client', 'models.py',
              '            check_password_hash(_DUMMY_SECRET_HASH, client_secret or "")\n'
              '            return None, "no_credentials"', '            return None, "no_credentials"',
-             ('tests/test_rules.py',)),
+             (R + 'test_an_unknown_client_costs_one_hash_like_a_wrong_secret',)),
     Mutation('route scopes any-of', 'models.py', 'return set(required) <= set(self.scopes)',
-             'return not required or bool(set(required) & set(self.scopes))', ('tests/test_rules.py',)),
+             'return not required or bool(set(required) & set(self.scopes))',
+             (R + 'test_a_route_needs_all_of_its_scopes',)),
     Mutation('a revoked token accepted', 'models.py',
              'return not self.is_expired(now) and self.revoked_at is None and not self.client.disabled',
              'return not self.is_expired(now) and not self.client.disabled',
-             ('tests/test_revocation.py',)),
+             ('tests/test_revocation.py::test_revoked_token_stops_working_at_once',)),
     Mutation('Retry-After always 1', 'production/bruteforce.py', 'max(1, int(reset_at - time.time()))', '1',
-             ('tests/test_rules.py',)),
+             (R + 'test_retry_after_is_the_time_left_in_the_window',)),
     Mutation('every 4xx counted as a failed authentication', 'production/bruteforce.py',
-             'if response.status_code == 401:', 'if response.status_code >= 400:', ('tests/test_rules.py',)),
+             'if response.status_code == 401:', 'if response.status_code >= 400:',
+             (R + 'test_only_failed_authentication_counts_toward_the_limit',)),
     Mutation('no Referrer-Policy', 'production/headers.py', "('Referrer-Policy', 'no-referrer'),", '',
-             ('tests/test_rules.py',)),
+             (R + 'test_every_answer_carries_the_security_headers',)),
     Mutation('a permissive Content-Security-Policy', 'production/headers.py',
-             "default-src 'none'; frame-ancestors 'none'", 'default-src *', ('tests/test_rules.py',)),
+             "default-src 'none'; frame-ancestors 'none'", 'default-src *',
+             (R + 'test_every_answer_carries_the_security_headers',)),
     Mutation('no Cache-Control: no-store', 'production/headers.py', "headers.append(('Cache-Control', 'no-store'))",
-             'pass', ('tests/test_rules.py',)),
+             'pass', (R + 'test_every_answer_carries_the_security_headers',)),
     Mutation('AUDIT_LOG_FILE ignored', 'production/audit.py',
-             "if app.config['AUDIT_LOG_FILE']\n", 'if False\n', ('tests/test_rules.py',)),
+             "if app.config['AUDIT_LOG_FILE']\n", 'if False\n', (R + 'test_the_audit_log_file_setting',)),
     Mutation('a disabled client audited as a wrong secret', 'models.py', 'return None, "client_disabled"',
-             'return None, "wrong_secret"', ('tests/test_rules.py',)),
+             'return None, "wrong_secret"', (R + 'test_a_disabled_clients_refusal_is_audited_as_such',)),
     Mutation('no audience check at the API', 'production/validator.py',
-             'if not tok.has_audience(api_resource()):', 'if False:', ('tests/test_audiences.py',)),
+             'if not tok.has_audience(api_resource()):', 'if False:',
+             (A + 'test_the_api_refuses_a_token_meant_for_another',)),
     Mutation('any resource may be asked for', 'production/audiences.py',
              'refused = [uri for uri in requested if uri not in allowed]', 'refused = []',
-             ('tests/test_audiences.py',)),
+             (A + 'test_a_client_without_resources_gets_this_servers_api',
+              A + 'test_a_resource_not_allowed_is_invalid_target')),
     Mutation('an assertion jti accepted twice', 'production/client_assertions.py',
              "if not remember_jti(subject, token.claims['jti'], token.claims['exp']):", 'if False:',
-             ('tests/test_private_key_jwt.py',)),
+             (P + 'test_a_replayed_jti_is_refused',)),
     Mutation('an assertion jti kept only until its exp', 'production/client_assertions.py',
              'datetime.fromtimestamp(exp + CLOCK_SKEW, UTC)', 'datetime.fromtimestamp(exp, UTC)',
-             ('tests/test_private_key_jwt.py',)),
+             (P + 'test_a_replay_right_after_a_purge_is_refused',)),
     Mutation('no signature check for an assertion naming no key client', 'production/client_assertions.py',
              "    token, failure = verified(assertion, keys)  # whoever it names, one signature check\n"
              "    if client is None:\n        return None, 'unknown_client'\n",
              "    if client is None:\n        return None, 'unknown_client'\n"
-             "    token, failure = verified(assertion, keys)\n", ('tests/test_private_key_jwt.py',)),
+             "    token, failure = verified(assertion, keys)\n",
+             (P + 'test_an_assertion_costs_one_signature_check_whoever_it_names',)),
     Mutation('a client\'s key set read for every assertion', 'production/client_assertions.py',
              'keys = client_keys(client.jwks) if', 'keys = KeySet.import_key_set(json.loads(client.jwks)) if',
-             ('tests/test_private_key_jwt.py',)),
+             (P + 'test_an_assertion_costs_one_signature_check_whoever_it_names',)),
     Mutation('an assertion without a kid checked with a client\'s first key', 'production/client_assertions.py',
              "key, failure = (keys.keys[0], '') if len(keys.keys) == 1 else (None, 'kid_missing_among_several_keys')",
-             "key, failure = keys.keys[0], ''", ('tests/test_private_key_jwt.py',)),
+             "key, failure = keys.keys[0], ''", (P + 'test_an_assertion_without_a_kid_needs_a_client_with_one_key',)),
     Mutation('any number of registered keys', 'production/client_assertions.py',
-             "if len(parsed['keys']) > MAX_KEYS:", 'if False:', ('tests/test_admin_api.py',)),
+             "if len(parsed['keys']) > MAX_KEYS:", 'if False:',
+             (M + 'test_a_key_that_cannot_sign_or_costs_too_much_to_check_is_refused',)),
     Mutation('any RSA exponent registered', 'production/client_assertions.py',
-             'if key.raw_value.public_numbers().e != RSA_EXPONENT:', 'if False:', ('tests/test_admin_api.py',)),
+             'if key.raw_value.public_numbers().e != RSA_EXPONENT:', 'if False:',
+             (M + 'test_a_key_that_cannot_sign_or_costs_too_much_to_check_is_refused',)),
     Mutation('no limit on an assertion\'s lifetime', 'production/client_assertions.py',
              "if claims['exp'] > time.time() + current_app.config['CLIENT_ASSERTION_MAX_LIFETIME']:", 'if False:',
-             ('tests/test_private_key_jwt.py',)),
+             (P + 'test_wrong_claims_are_refused',)),
     Mutation('an assertion for any audience', 'production/client_assertions.py',
-             "aud={'essential': True, 'values': audiences()}, ", '', ('tests/test_private_key_jwt.py',)),
+             "aud={'essential': True, 'values': audiences()}, ", '', (P + 'test_wrong_claims_are_refused',)),
     Mutation('HMAC and none among the assertion algorithms', 'production/client_assertions.py',
              "SIGNING_ALGS = ['RS256', 'ES256', 'EdDSA', 'Ed25519']",
              "SIGNING_ALGS = ['RS256', 'ES256', 'EdDSA', 'Ed25519', 'HS256', 'none']",
-             ('tests/test_private_key_jwt.py',)),
+             (P + 'test_alg_none_is_refused', P + 'test_hs256_keyed_with_the_public_key_is_refused',
+              P + 'test_metadata_lists_private_key_jwt')),
     Mutation('the admin API without the admin scope', 'production/admin_api.py',
              "require_admin = oauth.require_oauth('admin')", 'require_admin = oauth.require_oauth()',
-             ('tests/test_admin_api.py',)),
+             (M + 'test_every_route_needs_the_admin_scope',)),
     Mutation('metrics served to anyone', 'production/metrics.py', '    if not allowed():', '    if False:',
-             ('tests/test_metrics.py',)),
+             ('tests/test_metrics.py::test_not_public_by_default',)),
 ]
 
 
-def run(mutation: Mutation, copy: Path) -> bool:
-    """True if the tests kill the mutant."""
-    target = copy / mutation.path
-    original = target.read_text()
-    if original.count(mutation.old) != 1:
-        raise SystemExit(f'mutate: {mutation.name!r}: the text to replace is not in {mutation.path} '
-                         'exactly once (the code changed: update the mutation)')
-    target.write_text(original.replace(mutation.old, mutation.new))
-    try:
-        result = subprocess.run([sys.executable, '-m', 'pytest', '-x', '-q', '-p', 'no:cacheprovider',
-                                 *mutation.tests], cwd=copy, capture_output=True, text=True, timeout=600)
-        return result.returncode != 0
-    finally:
-        target.write_text(original)
+# --- Running pytest, reading its JUnit XML -----------------------------------
 
 
-def main(argv: list[str]) -> int:
-    chosen = [m for m in MUTATIONS if not argv or any(word in m.name for word in argv)]
+@dataclass
+class Run:
+    """One pytest run: how it ended and, per test, how it went."""
+
+    returncode: int | None  # None: timed out
+    seconds: float
+    report: Path  # the output kept for a reader
+    outcomes: dict[str, str] = field(default_factory=dict)  # node id -> passed, skipped, error, or failed:<exception>
+
+
+def node_id(case: ET.Element) -> str:
+    """A <testcase>'s pytest node id, from its file (junit_family=xunit1), class and name."""
+    file, classname = case.get('file', ''), case.get('classname', '')
+    module = file.removesuffix('.py').replace('/', '.')
+    classes = classname[len(module) + 1:].split('.') if classname.startswith(module + '.') else []
+    return '::'.join([file, *classes, case.get('name', '')])
+
+
+def outcome(case: ET.Element) -> str:
+    for child in case:
+        if child.tag == 'failure':
+            # pytest's long report ends with the line "path:line: ExceptionName".
+            last = (child.text or '').rstrip().rsplit('\n', 1)[-1]
+            return 'failed:' + last.rsplit(': ', 1)[-1].strip()
+        if child.tag in ('error', 'skipped'):
+            return child.tag
+    return 'passed'
+
+
+def run_tests(copy: Path, tests: list[str], report: Path, timeout: float) -> Run:
+    """pytest on `tests` in the copy, its output and JUnit XML kept as report.txt and report.xml."""
+    junit = report.with_suffix('.xml')
+    command = [sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', '-o', 'junit_family=xunit1',
+               f'--junitxml={junit}', *tests]
+    env = {name: value for name, value in os.environ.items() if not name.startswith('PYTEST_')}
+    started = time.monotonic()
+    with open(report.with_suffix('.txt'), 'w') as output:
+        output.write('$ ' + ' '.join(command[1:]) + '\n\n')
+        output.flush()
+        # A session of its own, so that a timeout stops it and whatever it started.
+        process = subprocess.Popen(command, cwd=copy, env=env, stdout=output, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        try:
+            returncode = process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            returncode = None
+            stop(process)
+        seconds = time.monotonic() - started
+        ended = f'timed out after {timeout:.0f} s' if returncode is None else f'exit code {returncode}'
+        output.write(f'\n[mutate.py: {ended}, {seconds:.1f} s]\n')
+    outcomes = {}
+    if junit.exists() and returncode is not None:
+        try:
+            outcomes = {node_id(case): outcome(case) for case in ET.parse(junit).iter('testcase')}  # noqa: S314
+        except ET.ParseError:
+            outcomes = {}
+    return Run(returncode, seconds, report, outcomes)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Interrupt pytest as Ctrl-C would, so that its fixtures stop the servers
+    they started; after 30 s, kill its whole process group."""
+    for sig, wait in ((signal.SIGINT, 30), (signal.SIGKILL, 30)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def matching(named: str, outcomes: dict[str, str]) -> dict[str, str]:
+    """The test cases a named node id stands for (a function: each of its parameters)."""
+    return {case: result for case, result in outcomes.items()
+            if case == named or case.startswith(named + '[') or case.startswith(named + '::')}
+
+
+# --- Judging ---------------------------------------------------------------------
+
+
+def control_problems(mutations: list[Mutation], run: Run) -> list[str]:
+    """Why the unmodified copy does not let these mutants be judged; [] if it does."""
+    if run.returncode is None:
+        return [f'the control run timed out (see {run.report.name}.txt)']
+    problems = [] if run.returncode == 0 else [f'the control run exited with {run.returncode}']
+    for named in dict.fromkeys(test for mutation in mutations for test in mutation.tests):
+        cases = matching(named, run.outcomes)
+        if not cases:
+            problems.append(f'{named}: no such test ran')
+        for case, result in cases.items():
+            if result != 'passed':
+                problems.append(f'{case}: {result} on the unmodified code')
+    return problems
+
+
+def verdict(mutation: Mutation, run: Run) -> tuple[bool, str]:
+    """(killed, what happened): killed only by a named test failing on an assertion."""
+    if run.returncode is None:
+        return False, 'timed out'
+    named = {case: result for test in mutation.tests for case, result in matching(test, run.outcomes).items()}
+    killers = [case for case, result in named.items() if result.removeprefix('failed:') in KILLING_EXCEPTIONS]
+    if killers:
+        return True, ', '.join(killers[:3]) + (f' and {len(killers) - 3} more' if len(killers) > 3 else '')
+    if not named:
+        return False, f'no named test ran (exit code {run.returncode}: an import, syntax or collection error?)'
+    others = sorted({result for result in named.values() if result != 'passed'})
+    return False, 'no assertion failed' + (f' ({", ".join(others)})' if others else ': every named test passed')
+
+
+def slug(text: str) -> str:
+    return re.sub(r'[^a-z0-9]+', '-', text.lower()).strip('-')[:60]
+
+
+def stale(mutations: list[Mutation], root: Path) -> list[str]:
+    """A line for each mutation whose text is not in its file exactly once."""
+    lines = []
+    for mutation in mutations:
+        path = root / mutation.path
+        found = path.read_text().count(mutation.old) if path.exists() else 0
+        if found != 1:
+            lines.append(f'mutate.py: STALE MUTATION {mutation.name!r}: its text is in {mutation.path} {found} '
+                         'times, not once: the code changed, update the mutation')
+    return lines
+
+
+def copy_project(destination: Path, report: Path) -> None:
+    def ignored(folder, names):
+        return [name for name in names if name in NOT_COPIED or Path(folder, name).resolve() == report.resolve()]
+    shutil.copytree(ROOT, destination, ignore=ignored)
+
+
+def audit(mutations: list[Mutation], report: Path, timeout: float = DEFAULT_TIMEOUT,
+          control_timeout: float | None = None, out=sys.stdout) -> int:
+    """Run the control, then each mutant; print the table; 0 if every mutant
+    was killed (or survived as expected) after a passing control, else 1."""
+    def say(line=''):
+        print(line, file=out, flush=True)
+    report.mkdir(parents=True, exist_ok=True)
+    for old in [*report.glob('[0-9][0-9]-*.txt'), *report.glob('[0-9][0-9]-*.xml'), report / 'summary.md']:
+        old.unlink(missing_ok=True)  # this run's files only, not a previous run's
+    problems = stale(mutations, ROOT)
+    if problems:
+        for line in problems:
+            say(line)
+        say(f'mutate.py: AUDIT FAILED: {len(problems)} stale mutation(s)')
+        return 1
     with tempfile.TemporaryDirectory(prefix='oauth-mutants-') as folder:
         copy = Path(folder) / 'project'
-        shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns('.venv', '.git', 'instance', '__pycache__'))
-        print('| mutation | tests | result |')
-        print('|---|---|---|')
-        unexpected = 0
-        for mutation in chosen:
-            started = time.monotonic()
-            killed = run(mutation, copy)
+        copy_project(copy, report)
+        every_test = list(dict.fromkeys(test for mutation in mutations for test in mutation.tests))
+        control = run_tests(copy, every_test, report / '00-control', control_timeout or timeout * 3)
+        problems = control_problems(mutations, control)
+        if problems:
+            for line in problems:
+                say(f'mutate.py: control: {line}')
+            say(f'mutate.py: AUDIT FAILED: the control run on the unmodified code did not pass (see '
+                f'{report / "00-control.txt"}): no mutant can be judged')
+            return 1
+        say(f'control run: {len(control.outcomes)} tests passed on the unmodified code ({control.seconds:.0f} s)')
+        rows, unexpected = [], 0
+        for number, mutation in enumerate(mutations, 1):
+            target = copy / mutation.path
+            original = target.read_text()
+            target.write_text(original.replace(mutation.old, mutation.new))
+            try:
+                run = run_tests(copy, list(mutation.tests), report / f'{number:02d}-{slug(mutation.name)}', timeout)
+            finally:
+                target.write_text(original)
+            killed, detail = verdict(mutation, run)
             if killed:
                 result = 'killed'
             elif mutation.survives:
-                result = f'survives, as expected: {mutation.survives}'
+                result, detail = 'survives, as expected', f'{detail}; harmless: {mutation.survives}'
             else:
-                result = '**SURVIVED**'
-                unexpected += 1
-            print(f'| {mutation.name} | {", ".join(Path(t).name for t in mutation.tests)} | {result} '
-                  f'({time.monotonic() - started:.0f} s) |', flush=True)
-    print(f'\n{len(chosen)} mutants, {unexpected} survived unexpectedly')
+                result, unexpected = '**NOT KILLED**', unexpected + 1
+            rows.append(f'| {mutation.name} | {result} | {detail} | {run.seconds:.0f} s | {run.report.name}.txt |')
+            say(rows[-1])
+    table = ['| mutation | result | killed by (or what happened) | time | output |', '|---|---|---|---|---|', *rows]
+    summary = (f'{len(mutations)} mutants: {len(mutations) - unexpected} killed or surviving as expected, '
+               f'{unexpected} not killed; control run passed')
+    (report / 'summary.md').write_text('\n'.join(table) + f'\n\n{summary}\n')
+    say('\n' + '\n'.join(table) + f'\n\n{summary}; every run\'s output is in {report}/')
     return 1 if unexpected else 0
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('words', nargs='*', help='only the mutations whose name contains one of these')
+    parser.add_argument('--keep', type=Path, default=DEFAULT_REPORT, metavar='DIR',
+                        help='where each run\'s output and JUnit XML are kept (default: mutation-report/)')
+    parser.add_argument('--timeout', type=float, default=DEFAULT_TIMEOUT, metavar='SECONDS',
+                        help=f'for one mutant\'s tests; a timeout is not a kill (default: {DEFAULT_TIMEOUT})')
+    args = parser.parse_args(argv)
+    chosen = [m for m in MUTATIONS if not args.words or any(word in m.name for word in args.words)]
+    if not chosen:
+        print(f'mutate.py: no mutation\'s name contains any of {args.words}', file=sys.stderr)
+        return 1
+    return audit(chosen, args.keep.resolve(), args.timeout)
 
 
 if __name__ == '__main__':
