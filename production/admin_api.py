@@ -27,6 +27,10 @@ from oauthlib.oauth2.rfc6749 import errors
 from models import Client
 from production import client_admin
 
+# An answer that carries a client secret is never cached, as a token
+# response is not (RFC 6749 §5.1).
+NOT_CACHED = {'Cache-Control': 'no-store', 'Pragma': 'no-cache'}
+
 
 class InvalidClientMetadataError(errors.OAuth2Error):
     error = 'invalid_client_metadata'  # RFC 7591 §3.2.2
@@ -104,7 +108,7 @@ def create_client():
     answer = registration(client)
     if client_secret is not None:  # RFC 7591 §3.2.1; 0: it does not expire
         answer.update(client_secret=client_secret, client_secret_expires_at=0)
-    return answer, 201
+    return answer, 201, NOT_CACHED
 
 
 def list_clients():
@@ -154,7 +158,7 @@ def rotate_secret(client_id):
     except client_admin.InvalidMetadata as error:
         raise invalid_metadata(error) from None
     return {'client_id': client.client_id, 'client_secret': client_secret, 'client_secret_expires_at': 0,
-            'previous_secret_valid_for': grace}
+            'previous_secret_valid_for': grace}, NOT_CACHED
 
 
 def revoke_tokens(client_id):

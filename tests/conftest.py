@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 import uuid
+import warnings
 from pathlib import Path
 from urllib.parse import quote_plus
 
@@ -187,6 +188,14 @@ def token(credentials, get_token):
 
 def bearer(access_token):
     return {'Authorization': f'Bearer {access_token}'}
+
+
+def short_rsa_public_jwk() -> dict:
+    """A public RSA key of 1024 bits as a JWK: too short to register (2048 at least)."""
+    from joserfc.jwk import RSAKey
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # joserfc warns about the size: the point here
+        return RSAKey.generate_key(1024).as_dict(private=False)
 
 
 def count(model):

@@ -6,7 +6,7 @@ import json
 import secrets
 
 import pytest
-from conftest import TOKEN_URL, bearer, statements_run, token_form
+from conftest import TOKEN_URL, bearer, short_rsa_public_jwk, statements_run, token_form
 from joserfc.jwk import ECKey, OKPKey, RSAKey
 
 from models import Client, Token, db
@@ -40,6 +40,49 @@ def test_register_a_client_and_use_it(http, admin, no_credentials_in_logs):
     shown = http.get(f'{ADMIN}/{created["client_id"]}', headers=headers).get_json()
     assert 'client_secret' not in shown and shown['live_tokens'] == 1
     assert audit_lines(no_credentials_in_logs, 'client_created')[-1]['actor'] == admin_id
+
+
+def test_every_change_is_audited_with_the_admin_client_as_actor(http, admin, make_client, no_credentials_in_logs):
+    admin_id, headers = admin
+    client_id, _ = make_client('target')
+    key_client = http.post(ADMIN, headers=headers, json={
+        'client_name': 'signer', 'token_endpoint_auth_method': 'private_key_jwt',
+        'jwks': {'keys': [ECKey.generate_key('P-256').as_dict(private=False)]}}).get_json()['client_id']
+    changes = [('patch', f'{ADMIN}/{client_id}', {'client_name': 'renamed'}, 'client_updated'),
+               ('patch', f'{ADMIN}/{key_client}', {'jwks': {'keys': [ECKey.generate_key('P-256').as_dict(
+                   private=False)]}}, 'client_updated'),
+               ('post', f'{ADMIN}/{client_id}/disable', None, 'client_disabled'),
+               ('post', f'{ADMIN}/{client_id}/enable', None, 'client_enabled'),
+               ('post', f'{ADMIN}/{client_id}/rotate-secret', {'grace': 60}, 'secret_rotated'),
+               ('post', f'{ADMIN}/{client_id}/revoke-tokens', None, 'tokens_revoked'),
+               ('delete', f'{ADMIN}/{client_id}', None, 'client_deleted')]
+    for method, path, body, _ in changes:
+        assert getattr(http, method)(path, json=body, headers=headers).status_code in (200, 204)
+    audited = [(line['event'], line['client_id'], line['actor']) for line in map(json.loads, (
+        line.split(' INFO ', 1)[1] for line in no_credentials_in_logs if line.startswith('oauth.audit')))
+        if line['event'] not in ('token_issued', 'authentication_failed')]
+    assert audited == [('client_created', key_client, admin_id)] + [
+        (event, path.split('/')[3], admin_id) for _, path, _, event in changes]
+
+
+def test_answers_carrying_a_secret_are_never_cached(http, admin):
+    created = http.post(ADMIN, json={'client_name': 'billing'}, headers=admin[1])
+    rotated = http.post(f'{ADMIN}/{created.get_json()["client_id"]}/rotate-secret', headers=admin[1])
+    for answer in (created, rotated):
+        assert answer.status_code in (200, 201) and answer.get_json()['client_secret']
+        # RFC 6749 §5.1, as for a token: HTTP/1.1 caches and HTTP/1.0 ones alike.
+        assert answer.headers.get('Cache-Control') == 'no-store'
+        assert answer.headers.get('Pragma') == 'no-cache'
+
+
+@pytest.mark.filterwarnings('ignore:Key size should be')  # joserfc's, as the key is read
+def test_an_rsa_key_under_2048_bits_is_refused(http, admin):
+    response = http.post(ADMIN, headers=admin[1], json={
+        'client_name': 'signer', 'token_endpoint_auth_method': 'private_key_jwt',
+        'jwks': {'keys': [short_rsa_public_jwk()]}})
+    assert response.status_code == 400 and response.get_json()['error'] == 'invalid_client_metadata'
+    assert 'must have 2048 to 4096 bits' in response.get_json()['error_description']
+    assert db.session.scalar(db.select(db.func.count(Client.id))) == 1  # the admin only
 
 
 def test_the_command_line_writes_the_same_audit_event_as_cli(app, no_credentials_in_logs):

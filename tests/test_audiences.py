@@ -82,6 +82,23 @@ def test_a_client_without_resources_gets_this_servers_api(http, make_client, get
     assert refused.status_code == 400 and refused.get_json()['error'] == 'invalid_target'
 
 
+@pytest.mark.parametrize('token_format', ['jwt', 'opaque'])
+def test_a_token_is_for_the_clients_registered_resources_and_no_other(http, client_with_resources, token_format):
+    # Registered with resources: a token for them, and not for this server's API besides.
+    elsewhere = client_with_resources(BILLING, REPORTS, kind=token_format)
+    token = ask(http, elsewhere).get_json()['access_token']
+    assert audience(http, elsewhere, token) == [BILLING, REPORTS]
+    if token_format == 'jwt':
+        assert jwt_claims(token)['aud'] == [BILLING, REPORTS]
+    assert http.get('/api/me', headers=bearer(token)).status_code == 401
+    # Registered with none: a token for this server's API, and for nothing else.
+    own = client_with_resources(kind=token_format)
+    token = ask(http, own).get_json()['access_token']
+    assert audience(http, own, token) == OWN_API
+    if token_format == 'jwt':
+        assert jwt_claims(token)['aud'] == OWN_API
+
+
 def test_an_opaque_token_of_such_a_client_works_wherever_the_server_is_reached(http, make_client, get_token):
     token = get_token(*make_client())
     for base_url in ('http://localhost', 'http://127.0.0.1:8080', 'https://auth.example'):

@@ -1,6 +1,7 @@
 """GET /metrics: who may read it, what it counts (parsed with
 prometheus_client's own parser), bounded labels, and the sum over
 gunicorn's workers in multiprocess mode."""
+import json
 import os
 import time
 
@@ -59,6 +60,48 @@ def test_it_counts_what_happens(http, make_client, credentials, get_token):
     assert grew('oauth_request_duration_seconds_count', endpoint='me') == 1
 
 
+def test_refusal_reasons_take_only_the_six_documented_values(http, make_client):
+    from joserfc import jwt
+    from joserfc.jwk import ECKey
+
+    from models import Client, db
+    from production.client_assertions import ASSERTION_TYPE
+    secret_client, disabled, key_client = make_client('secret'), make_client('disabled'), make_client('keys')
+    Client.find(disabled[0]).disable()
+    key = ECKey.generate_key('P-256')
+    Client.find(key_client[0]).use_keys(json.dumps({'keys': [key.as_dict(private=False, kid='k1')]}))
+    db.session.commit()
+
+    def signed_by(client_id, kid='k1'):  # an assertion of this client (RFC 7523), its claims unchecked here
+        claims = {'iss': client_id, 'sub': client_id, 'aud': 'http://localhost/oauth/token',
+                  'exp': int(time.time()) + 60, 'jti': f'jti-{time.monotonic_ns()}'}
+        return {'client_assertion_type': ASSERTION_TYPE, 'client_assertion': jwt.encode(
+            {'alg': 'ES256', 'kid': kid}, claims, key, algorithms=['ES256'])}
+    failures = [  # each kind of refusal, and the label it counts under
+        ({'grant_type': 'client_credentials'}, 'no_credentials'),
+        (token_form('nobody', 'wrong'), 'unknown_client'),
+        (token_form(secret_client[0], 'wrong'), 'wrong_secret'),
+        (token_form(*disabled), 'client_disabled'),
+        (token_form(key_client[0], key_client[1]), 'wrong_method'),  # a secret from a key client
+        ({'grant_type': 'client_credentials', **signed_by(secret_client[0])}, 'wrong_method'),
+        ({'grant_type': 'client_credentials', **signed_by(key_client[0], kid='unknown')}, 'bad_assertion'),
+        ({'grant_type': 'client_credentials', **signed_by(key_client[0]), 'client_assertion_type': 'saml'},
+         'bad_assertion')]
+    refused = 'oauth_client_authentications_refused_total'
+    before = read(http)
+    for number, (form, _) in enumerate(failures):  # each from an address of its own: no brute-force limit
+        assert http.post(TOKEN_URL, data=form, environ_base={'REMOTE_ADDR': f'198.51.100.{number}'}).status_code == 401
+    after = read(http)
+    expected = {}
+    for _, reason in failures:
+        expected[reason] = expected.get(reason, 0) + 1
+    reasons = {dict(labels)['reason'] for name, labels in after if name == refused}
+    assert reasons == {'no_credentials', 'unknown_client', 'wrong_secret', 'client_disabled', 'wrong_method',
+                       'bad_assertion'}
+    assert {reason: value(after, refused, reason=reason) - value(before, refused, reason=reason)
+            for reason in reasons} == expected
+
+
 def test_throttled_requests_are_counted(http, credentials):
     before = read(http)
     for _ in range(6):  # AUTH_FAILURES_PER_CLIENT_ADDRESS: 5 per minute; the sixth is refused
@@ -85,6 +128,13 @@ def test_not_public_by_default(http):
     refused = http.get('/metrics', environ_base={'REMOTE_ADDR': '203.0.113.7'})
     assert refused.status_code == 403 and refused.get_json()['error'] == 'access_denied'
     assert http.get('/metrics', environ_base={'REMOTE_ADDR': '::1'}).status_code == 200
+
+
+def test_forwarded_for_is_not_believed_without_trusted_proxies(app, http):
+    assert app.config['TRUSTED_PROXIES'] == 0  # the default: no proxy in front
+    spoofed = {'X-Forwarded-For': '127.0.0.1', 'X-Real-IP': '127.0.0.1', 'Forwarded': 'for=127.0.0.1'}
+    refused = http.get('/metrics', headers=spoofed, environ_base={'REMOTE_ADDR': '203.0.113.7'})
+    assert refused.status_code == 403 and refused.get_json()['error'] == 'access_denied'
 
 
 def test_allowed_addresses_and_bearer_token(app, http, monkeypatch):

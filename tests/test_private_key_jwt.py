@@ -9,7 +9,15 @@ import time
 
 import pytest
 import requests
-from conftest import SERVER_KINDS, TOKEN_URL, basic_header, bearer, empty_database, run_python
+from conftest import (
+    SERVER_KINDS,
+    TOKEN_URL,
+    basic_header,
+    bearer,
+    empty_database,
+    run_python,
+    short_rsa_public_jwk,
+)
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
 
@@ -294,6 +302,18 @@ def test_an_assertion_costs_one_signature_check_whoever_it_names(http, register,
         assert work_done == [('signature', kind)], (client_id, kid)
 
 
+def test_a_disabled_key_client_can_neither_introspect_nor_revoke(http, register):
+    # The token endpoint refuses it twice over (no token is stored for a
+    # disabled client); these two endpoints have only the authentication.
+    key = new_key()
+    client_id = register(key)
+    token = ask_token(http, assertion(client_id, key)).get_json()['access_token']
+    Client.find(client_id).disable()
+    db.session.commit()
+    for path in ('/oauth/introspect', '/oauth/revoke'):
+        assert refused(http.post(path, data={'token': token, **with_assertion(assertion(client_id, key))})) == REFUSED
+
+
 def test_malformed_assertions_are_refused_not_500(http, register):
     key = new_key()
     client_id = register(key)
@@ -346,6 +366,9 @@ def test_create_client_prints_no_secret_for_a_key_client(app, tmp_path):
     assert result.exit_code == 0 and 'client_secret' not in result.output and 'key_ids:' in result.output
 
 
+SHORT_KEY_WARNING = pytest.mark.filterwarnings('ignore:Key size should be')  # joserfc's, as the key is read
+
+
 @pytest.mark.parametrize(('document', 'says'), [
     ('not json', 'not JSON'),
     ('{"keys": []}', 'non-empty'),
@@ -353,10 +376,13 @@ def test_create_client_prints_no_secret_for_a_key_client(app, tmp_path):
     ('PRIVATE', 'private key'),
     (json.dumps({'keys': [{'kty': 'EC', 'crv': 'P-256', 'x': 'AA', 'y': 'AA'}]}), 'cannot be read'),
     (json.dumps({'keys': [{**new_key('RSA').as_dict(private=False), 'e': 'Aw'}]}), 'must be 65537'),
-], ids=['not-json', 'empty', 'symmetric', 'private', 'broken', 'rsa-exponent'])
+    pytest.param('SHORT-RSA', 'must have 2048 to 4096 bits', marks=SHORT_KEY_WARNING),
+], ids=['not-json', 'empty', 'symmetric', 'private', 'broken', 'rsa-exponent', 'rsa-1024'])
 def test_a_bad_jwks_is_refused_in_one_line(app, tmp_path, document, says):
     if document == 'PRIVATE':
         document = json.dumps({'keys': [new_key().as_dict(private=True)]})
+    if document == 'SHORT-RSA':
+        document = json.dumps({'keys': [short_rsa_public_jwk()]})
     path = tmp_path / 'jwks.json'
     path.write_text(document)
     result = app.test_cli_runner().invoke(args=['create-client', 'k', '--auth-method', 'private_key_jwt',

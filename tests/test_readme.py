@@ -153,21 +153,26 @@ def test_the_readme_jwt_and_private_key_examples_answer_as_the_readme_shows(jwt_
     run_examples(pairs, url, cwd=reader_folder(tmp_path), env={'DATABASE_URL': database_url})
 
 
-def test_the_readme_verifier_verifies_and_refuses(live_server, make_client, http):
-    from conftest import token_form
-
-    from models import Client, db
+def readme_verifier(server_url):
+    """The README's `verify` for another API, run against the server at `server_url`."""
     text = (ROOT / 'README.md').read_text()
     section = text[text.index('\n### Verifying the tokens in another API\n'):]
     start = section.index('```python\n') + len('```python\n')
     code = section[start:section.index('\n```', start)]
+    namespace = {}
+    exec(code.replace('http://127.0.0.1:5000', server_url), namespace)  # noqa: S102 - the README's own code
+    return namespace['verify']
+
+
+def test_the_readme_verifier_verifies_and_refuses(live_server, make_client, http):
+    from conftest import token_form
+
+    from models import Client, db
     client_id, client_secret = make_client()
     client = Client.find(client_id)
     client.resources, client.token_format = 'https://billing.example.com/api', 'jwt'
     db.session.commit()
-    namespace = {}
-    exec(code.replace('http://127.0.0.1:5000', live_server), namespace)  # noqa: S102 - the README's own code
-    verify = namespace['verify']
+    verify = readme_verifier(live_server)
     answer = requests.post(f'{live_server}/oauth/token', data=token_form(client_id, client_secret), timeout=10)
     claims = verify(answer.json()['access_token'])
     assert claims['client_id'] == client_id and claims['aud'] == 'https://billing.example.com/api'
@@ -181,3 +186,28 @@ def test_the_readme_verifier_verifies_and_refuses(live_server, make_client, http
     own = requests.post(f'{live_server}/oauth/token', data=token_form(client_id, client_secret), timeout=10)
     with pytest.raises(Exception):  # noqa: B017
         verify(own.json()['access_token'])
+
+
+def test_the_readme_verifier_refuses_a_jwt_that_is_not_an_access_token(live_server, http):
+    """RFC 9068 §4: `typ` must be at+jwt, so that an ID token or another JWT
+    signed with the same key is not taken for an access token. The tokens
+    are signed with the server's own key: only `typ` is wrong."""
+    import time
+
+    from joserfc import jwt
+
+    from production.signing_keys import key_ring
+    http.get('/.well-known/jwks.json')  # the server's first key, made on first need
+    verify = readme_verifier(live_server)
+    alg, key = key_ring().signing_key()
+    now = int(time.time())
+    claims = {'iss': live_server, 'aud': 'https://billing.example.com/api', 'exp': now + 60, 'iat': now,
+              'sub': 'svc', 'client_id': 'svc', 'jti': 'j1', 'scope': 'read'}
+
+    def signed(**typ):  # joserfc writes typ: JWT unless told otherwise (default_type)
+        return jwt.encode({'alg': alg, 'kid': key.kid, **typ}, claims, key, algorithms=[alg],
+                          default_type=None)
+    assert verify(signed(typ='at+jwt'))['client_id'] == 'svc'  # the control: the same token, right typ
+    for wrong in (signed(), signed(typ='JWT'), signed(typ='id_token+jwt')):
+        with pytest.raises(ValueError, match='not a JWT access token'):
+            verify(wrong)

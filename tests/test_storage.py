@@ -82,6 +82,40 @@ def test_dead_tokens_and_expired_counters_are_purged_as_the_server_runs(app, htt
     assert http.get('/api/me', headers=bearer(token)).status_code == 200  # the live token is kept
 
 
+def test_the_servers_batch_purge_deletes_expired_tokens_only(app, http, credentials, monkeypatch):
+    from datetime import timedelta
+
+    from models import hash_token, utcnow
+    monkeypatch.setitem(app.config, 'PURGE_EVERY', 1)
+    monkeypatch.setitem(app.config, 'PURGE_BATCH', 2)
+    client_pk, now = Client.find(credentials[0]).id, utcnow()
+    rows = {  # name: (expires, revoked_at); live ones first, so that a batch taking any row would take them
+        'live, a minute left': (now + timedelta(minutes=1), None),
+        'live, an hour left': (now + timedelta(hours=1), None),
+        'revoked, not expired': (now + timedelta(hours=1), now),
+        'expired a second ago': (now - timedelta(seconds=1), None),
+        'expired an hour ago': (now - timedelta(hours=1), None),
+        'expired and revoked': (now - timedelta(minutes=1), now - timedelta(minutes=30)),
+    }
+    for name, (expires, revoked_at) in rows.items():
+        db.session.add(Token(access_token_hash=hash_token(name), client_pk=client_pk, scope='read',
+                             issued_at=now - timedelta(hours=2), expires=expires, revoked_at=revoked_at))
+    db.session.commit()
+    names = {hash_token(name): name for name in rows}
+
+    def left():
+        db.session.expire_all()
+        return {names[stored] for stored in db.session.scalars(db.select(Token.access_token_hash))}
+    kept = {'live, a minute left', 'live, an hour left', 'revoked, not expired'}
+    assert http.get('/healthz').status_code == 200  # one batch: two of the three expired ones
+    assert len(left()) == 4 and kept <= left()
+    for _ in range(3):
+        assert http.get('/healthz').status_code == 200
+    # Revoked tokens wait for their expiry, or for `purge-tokens`: finding
+    # them reads the whole table, too slow for a batch after every PURGE_EVERY requests.
+    assert left() == kept
+
+
 def test_signing_keys_no_longer_published_are_purged_as_the_server_runs(app, http, monkeypatch):
     from datetime import timedelta
 
