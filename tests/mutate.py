@@ -352,7 +352,7 @@ def audit(mutations: list[Mutation], report: Path, timeout: float = DEFAULT_TIME
                 f'{report / "00-control.txt"}): no mutant can be judged')
             return 1
         say(f'control run: {len(control.outcomes)} tests passed on the unmodified code ({control.seconds:.0f} s)')
-        rows, unexpected = [], 0
+        rows, killed_count, unexpected = [], 0, 0
         for number, mutation in enumerate(mutations, 1):
             target = copy / mutation.path
             original = target.read_text()
@@ -363,7 +363,7 @@ def audit(mutations: list[Mutation], report: Path, timeout: float = DEFAULT_TIME
                 target.write_text(original)
             killed, detail = verdict(mutation, run)
             if killed:
-                result = 'killed'
+                result, killed_count = 'killed', killed_count + 1
             elif mutation.survives:
                 result, detail = 'survives, as expected', f'{detail}; harmless: {mutation.survives}'
             else:
@@ -371,8 +371,8 @@ def audit(mutations: list[Mutation], report: Path, timeout: float = DEFAULT_TIME
             rows.append(f'| {mutation.name} | {result} | {detail} | {run.seconds:.0f} s | {run.report.name}.txt |')
             say(rows[-1])
     table = ['| mutation | result | killed by (or what happened) | time | output |', '|---|---|---|---|---|', *rows]
-    summary = (f'{len(mutations)} mutants: {len(mutations) - unexpected} killed or surviving as expected, '
-               f'{unexpected} not killed; control run passed')
+    summary = (f'{len(mutations)} mutants: {killed_count} killed, {len(mutations) - killed_count - unexpected} '
+               f'surviving as expected, {unexpected} not killed; the control run passed')
     (report / 'summary.md').write_text('\n'.join(table) + f'\n\n{summary}\n')
     say('\n' + '\n'.join(table) + f'\n\n{summary}; every run\'s output is in {report}/')
     return 1 if unexpected else 0
