@@ -3,8 +3,12 @@ database or brings it up to date, and a database made before migrations
 existed keeps every client, token and item."""
 import hashlib
 import json
+import os
+import shutil
+import subprocess
+import sys
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -138,3 +142,132 @@ def test_a_server_older_than_the_schema_serves_on_it_and_leaves_it_alone(empty_d
     assert "Can't locate revision identified by 'f00dfeedf00d'" in refused.stderr
     assert query(empty_database, 'SELECT version_num FROM alembic_version') == [('f00dfeedf00d',)]
     assert query(empty_database, 'SELECT client_id FROM clients') == [(client_id,)]
+
+
+# --- Down and up again, with rows in every table ------------------------------
+
+REVISIONS = [script.revision for script in reversed(list(ScriptDirectory(str(ROOT / 'migrations')).walk_revisions()))]
+
+
+def fill_every_table(database_url):
+    """A database at the newest revision with rows in every table, as a
+    server in use has them: clients, live tokens, items, counters, a signing
+    key and a retired one, used assertion ids."""
+    from models import db
+    assert flask_command(database_url, 'db', 'upgrade').returncode == 0
+    now = datetime.now(UTC).replace(microsecond=0)
+    later = now + timedelta(hours=1)
+    tables = db.metadata.tables
+    rows = {
+        'clients': [{'id': pk, 'client_id': f'kept-{pk}', 'name': f'Kept service {pk}', 'secret_hash': 'hash',
+                     'scope': 'read write', 'created_at': now} for pk in (1, 2)],
+        'tokens': [{'access_token_hash': f'{number:064d}', 'client_pk': 1 + number % 2, 'scope': 'read',
+                    'issued_at': now, 'expires': later} for number in range(5)],
+        'items': [{'client_pk': 1 + number % 2, 'name': f'item {number}', 'created_at': now} for number in range(3)],
+        'rate_limits': [{'name': f'counter-{number}', 'count': number, 'expires_at': 2e9} for number in range(2)],
+        'signing_keys': [{'kid': 'retired', 'alg': 'ES256', 'public_jwk': '{}', 'private_pem': 'PEM', 'created_at': now,
+                          'retired_at': now, 'publish_until': later},
+                         {'kid': 'signing', 'alg': 'ES256', 'public_jwk': '{}', 'private_pem': 'PEM', 'created_at': now,
+                          'retired_at': None, 'publish_until': None}],
+        'used_assertions': [{'key': f'{number:064d}', 'expires': later} for number in range(2)],
+    }
+    assert set(rows) == set(tables), 'a new table: give it rows here'
+    engine = sa.create_engine(database_url)
+    with engine.begin() as connection:
+        for table in db.metadata.sorted_tables:
+            connection.execute(tables[table.name].insert(), rows[table.name])
+    engine.dispose()
+    return every_row(database_url)
+
+
+def every_row(database_url):
+    """{table: its rows as dicts, in primary key order}, but Alembic's own table."""
+    engine = sa.create_engine(database_url)
+    try:
+        inspector = sa.inspect(engine)
+        rows = {}
+        with engine.connect() as connection:
+            for name in set(inspector.get_table_names()) - {'alembic_version'}:
+                order = ', '.join(inspector.get_pk_constraint(name)['constrained_columns'])
+                rows[name] = [dict(row) for row in connection.execute(sa.text(f'SELECT * FROM {name} ORDER BY {order}'))
+                              .mappings()]
+        return rows
+    finally:
+        engine.dispose()
+
+
+def kept(before, after):
+    """The rows of `before`, cut to the columns each table has in `after`."""
+    return {name: [{column: row[column] for column in (after[name][0] if after[name] else row)} for row in before[name]]
+            for name in after}
+
+
+@pytest.mark.parametrize('revision', REVISIONS[:-1])
+def test_down_to_an_older_revision_and_up_again_keeps_every_row(empty_database, revision):
+    """Alembic's batch mode on SQLite copies a table and drops the old one: with
+    foreign keys on, dropping `clients` would delete every token and item."""
+    before = fill_every_table(empty_database)
+    assert all(before.values())
+    down = flask_command(empty_database, 'db', 'downgrade', revision)
+    assert down.returncode == 0, down.stderr
+    assert query(empty_database, 'SELECT version_num FROM alembic_version') == [(revision,)]
+    older = every_row(empty_database)
+    assert {name: len(rows) for name, rows in older.items()} == {name: len(before[name]) for name in older}
+    assert older == kept(before, older)
+    up = flask_command(empty_database, 'db', 'upgrade')
+    assert up.returncode == 0, up.stderr
+    again = every_row(empty_database)
+    assert set(again) == set(before)
+    # The tables the older revision had keep every row; the others start empty again.
+    assert {name: len(rows) for name, rows in again.items()} == {
+        name: len(before[name]) if name in older else 0 for name in before}
+    assert kept(again, older) == older
+
+
+@pytest.mark.skipif('sqlite' not in SERVER_KINDS, reason='the first pass, on SQLite, runs it')
+def test_a_migration_that_would_break_a_foreign_key_is_refused_and_changes_nothing(tmp_path):
+    """SQLite: the migrations run with foreign keys off, so what they leave is
+    checked at the end (PRAGMA foreign_key_check) and rolled back, DDL too."""
+    database_url = f'sqlite:///{tmp_path}/orphan.sqlite'
+    fill_every_table(database_url)
+    assert flask_command(database_url, 'db', 'downgrade', REVISIONS[-2]).returncode == 0
+    schema = query(database_url, 'SELECT name, sql FROM sqlite_master ORDER BY name')
+    engine = sa.create_engine(database_url)  # a connection of our own: production/sqlite.py turns foreign keys on
+    with engine.begin() as connection:
+        connection.exec_driver_sql('PRAGMA foreign_keys=OFF')
+        connection.exec_driver_sql(
+            "INSERT INTO items (client_pk, name, created_at) VALUES (99, 'orphan', '2026-01-01')")
+    engine.dispose()
+    refused = flask_command(database_url, 'db', 'upgrade')
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines()[-1] == (
+        'Error: the migration would leave 1 row(s) pointing at nothing (items -> clients); nothing was changed')
+    assert query(database_url, 'SELECT version_num FROM alembic_version') == [(REVISIONS[-2],)]
+    assert query(database_url, 'SELECT name, sql FROM sqlite_master ORDER BY name') == schema
+
+
+def test_a_migration_written_the_readme_way_keeps_every_row(empty_database, tmp_path):
+    """`flask --app server db migrate` after a change to the models (here:
+    longer names), then up and down: on SQLite both copy `clients`."""
+    copy = tmp_path / 'project'
+    shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns('.venv', '.git', 'instance', '__pycache__', '.*'))
+    models = copy / 'models.py'
+    models.write_text(models.read_text().replace('NAME_MAX_LENGTH = 200', 'NAME_MAX_LENGTH = 300'))
+    before = fill_every_table(empty_database)
+
+    def in_copy(*args):
+        result = subprocess.run([sys.executable, '-m', 'flask', '--app', 'server', *args], cwd=copy,
+                                env={**os.environ, 'DATABASE_URL': empty_database},
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0 and 'Traceback' not in result.stderr, result.stderr
+        return result
+    in_copy('db', 'migrate', '-m', 'longer names')
+    written = [path for path in (copy / 'migrations' / 'versions').glob('*.py')
+               if path.name not in {f.name for f in (ROOT / 'migrations' / 'versions').glob('*.py')}]
+    assert len(written) == 1 and "batch_alter_table('clients'" in written[0].read_text()
+    in_copy('db', 'upgrade')
+    assert every_row(empty_database) == before
+    assert query(empty_database, "SELECT count(*) FROM clients WHERE length(name) < 300") == [(2,)]
+    in_copy('db', 'downgrade', HEAD)
+    assert query(empty_database, 'SELECT version_num FROM alembic_version') == [(HEAD,)]
+    assert every_row(empty_database) == before
