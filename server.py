@@ -244,6 +244,7 @@ def main(argv=None) -> int:
     parser.add_argument('--port', type=int, default=5000)
     parser.add_argument('--no-demo', action='store_true', help='do not create the demo client')
     args = parser.parse_args(argv)
+    app.config['DEVELOPMENT_SERVER'] = True  # it alone may keep a JWT signing key without a passphrase
     with app.app_context():
         try:
             database.upgrade_schema()  # create or migrate the tables (flask --app server db upgrade)

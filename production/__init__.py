@@ -4,7 +4,7 @@ server.py joins each of them with one line; read it first.
 
     settings     defaults, then FLASK_* and DATABASE_URL from the environment
     database     Flask-SQLAlchemy's `db`, a connection per request, migrations
-    sqlite       SQLite's settings, its writers' queue and log checkpoints
+    sqlite       SQLite's files (their owner's only), settings, writers' queue and log checkpoints
     validator    Flask-OAuthlib's request validator, corrected to the RFCs
     provider     Flask-OAuthlib's OAuth2Provider, corrected and extended
     bruteforce   limits on failed client authentication (RFC 6749 §2.3.1), and on tokens a client gets

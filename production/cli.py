@@ -16,7 +16,7 @@ from models import Client, check_name, db
 from production import audit, client_admin
 from production.database import database_error_line, upgrade_schema
 from production.housekeeping import purge_dead_rows
-from production.signing_keys import ALGORITHMS, SigningKey, key_ring, passphrase
+from production.signing_keys import ALGORITHMS, SigningKey, UnusableKey, key_ring
 
 # A blueprint without a group: its commands are the app's own (`flask --app server create-client`).
 commands = Blueprint('commands', __name__, cli_group=None)
@@ -280,17 +280,19 @@ def purge_tokens_command():
 @database_command
 def rotate_signing_key_command(alg):
     """Sign JWT access tokens with a new key from now on. The old public key
-    stays published until every token it signed has expired."""
-    # The longest a token signed with the old key can live.
-    longest = max([current_app.config['OAUTH2_PROVIDER_TOKEN_EXPIRES_IN'],
-                   *db.session.scalars(db.select(Client.token_lifetime).where(Client.token_lifetime.is_not(None)))])
-    key = SigningKey.rotate(alg or current_app.config['JWT_SIGNING_ALG'], passphrase(), longest)
-    db.session.commit()
+    stays published until every token it signed has expired; its private
+    key is deleted now."""
+    try:
+        key = SigningKey.rotate(alg or current_app.config['JWT_SIGNING_ALG'],
+                                current_app.config['OAUTH2_PROVIDER_TOKEN_EXPIRES_IN'])
+    except UnusableKey as error:
+        raise click.ClickException(str(error)) from None
     key_ring().forget()
     audit.event('signing_key_rotated', None, kid=key.kid, alg=key.alg)
+    retired = db.session.scalar(db.select(db.func.max(SigningKey.publish_until)).where(SigningKey.id != key.id))
     click.echo(f'Signing with key {key.kid} ({key.alg}) from now on; every process follows within '
-               f'{current_app.config["SIGNING_KEY_CACHE_SECONDS"]} s. The old keys stay published '
-               f'for {longest} s more.')
+               f'{current_app.config["SIGNING_KEY_CACHE_SECONDS"]} s.' + (
+                   f' The old keys stay published until {retired.isoformat()}.' if retired else ''))
 
 
 @commands.cli.command('list-signing-keys')

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase
 
-from production.sqlite import database_file, remember_file, sqlite_writers
+from production.sqlite import create_database_file, database_file, remember_file, sqlite_writers
 
 
 class Base(DeclarativeBase):
@@ -42,7 +42,8 @@ def init_app(app) -> None:
     db.init_app(app)
     migrate.init_app(app, db)
     with app.app_context():
-        remember_file(database_file(db.engine))  # SQLite: the file as it is now (production/sqlite.py)
+        create_database_file(db.engine)  # SQLite: a new file is its owner's only (production/sqlite.py)
+        remember_file(database_file(db.engine))  # SQLite: the file as it is now
     app.teardown_request(close_connection)
     app.teardown_appcontext(close_connection)  # a command, or a context without a request
     app.before_request(upgrade_schema_on_first_request)
@@ -127,8 +128,12 @@ def unknown_revisions(engine: Engine) -> list[str]:
 
 
 def upgrade_schema() -> None:
-    """Bring the schema to the newest migration; on an empty database, create it.
-    Needs an app context. `flask --app server db upgrade` does the same."""
+    """Bring the schema to the newest migration; on an empty database, create
+    it. Then, once a passphrase is set, encrypt any signing key stored in
+    clear (production/signing_keys.py). Every entry point runs it before it
+    uses the database. Needs an app context. `flask --app server db upgrade`
+    runs the migrations alone."""
+    from production.signing_keys import protect_stored_keys  # it imports the models, which import this module
     with schema_lock(db.engine):
         newer = unknown_revisions(db.engine)
         if newer:
@@ -139,8 +144,9 @@ def upgrade_schema() -> None:
             current_app.logger.warning(
                 'the database schema is at revision %s, newer than this code knows; '
                 'not upgrading it', ', '.join(newer))
-            return
-        flask_migrate.upgrade()
+        else:
+            flask_migrate.upgrade()
+        protect_stored_keys()
 
 
 _schema_ready = False

@@ -7,8 +7,13 @@ retires it and adds a new one; a retired key's public half stays published
 it could have signed has expired, then it is dropped.
 
 A private key is never printed, logged or served. In the database it is a
-PKCS#8 PEM, encrypted with SIGNING_KEY_PASSPHRASE when that is set (it
-should be, in production: then a database dump alone cannot mint tokens).
+PKCS#8 PEM encrypted with SIGNING_KEY_PASSPHRASE, so that a copy of the
+database alone cannot mint tokens. Only the development server (`python
+server.py`) stores a key without one, in clear, with a warning: anywhere
+else, without a passphrase, no key is made and a JWT request gets a 503.
+A key stored in clear earlier is encrypted once a passphrase is set, when a
+process first uses the database (protect_stored_keys). A retired key keeps
+only its public half. No key is made until a client needs a JWT.
 
 Each process keeps the keys it read (KeyRing), so that signing and
 verifying read no row: it reads them again every SIGNING_KEY_CACHE_SECONDS,
@@ -25,14 +30,18 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 from flask import current_app
+from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, Key, RSAKey
-from sqlalchemy import String, Text
+from sqlalchemy import String, Text, func
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models import UTCDateTime, db, utcnow
+from models import Client, Token, UTCDateTime, db, utcnow
 from production.database import schema_lock
 from production.errors import RetryLater
+from production.sqlite import empty_the_log
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +50,7 @@ log = logging.getLogger(__name__)
 # their rotation").
 ALGORITHMS = {'ES256': (ECKey, 'P-256'), 'RS256': (RSAKey, 2048)}  # alg: its key type, curve or size
 UNKNOWN_KID_SECONDS = 5.0
-CANNOT_SIGN_RETRY_AFTER = 60  # seconds; it takes an operator to fix the passphrase
+CANNOT_SIGN_RETRY_AFTER = 60  # seconds; it takes an operator: a passphrase, or a new key
 UNKNOWN_KIDS_REMEMBERED = 1000
 
 
@@ -52,7 +61,9 @@ class SigningKey(db.Model):
     kid: Mapped[str] = mapped_column(String(64), unique=True)  # the RFC 7638 thumbprint
     alg: Mapped[str] = mapped_column(String(16))
     public_jwk: Mapped[str] = mapped_column(Text)  # JSON
-    private_pem: Mapped[str] = mapped_column(Text)  # PKCS#8, encrypted when a passphrase is set
+    # PKCS#8, encrypted with the passphrase (in clear only from python server.py
+    # without one); None once retired: a retired key only verifies.
+    private_pem: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Set by a rotation: it stopped signing then, and verifies until publish_until.
     retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
@@ -85,15 +96,41 @@ class SigningKey(db.Model):
         return db.session.scalars(db.select(cls).where(cls.kid == kid, cls.is_published())).first()
 
     @classmethod
-    def rotate(cls, alg: str, passphrase: str | None, longest_lifetime: int) -> SigningKey:
-        """Retire the signing key(s) and add a new one (not committed).
-        A retired key stays published for as long as a token it signed can
-        live, plus the time a process may still sign with it from its cache."""
-        now = utcnow()
-        keep = timedelta(seconds=longest_lifetime + current_app.config['SIGNING_KEY_CACHE_SECONDS'])
-        db.session.execute(db.update(cls).where(cls.retired_at.is_(None))
-                           .values(retired_at=now, publish_until=now + keep))
-        return cls.generate(alg, passphrase)
+    def rotate(cls, alg: str, configured_lifetime: int) -> SigningKey:
+        """Retire the signing key(s) and sign with a new one, committed. A
+        retired key keeps only its public half, published until
+        retired_publish_until(): a process that read its private half may
+        still sign with it for SIGNING_KEY_CACHE_SECONDS. UnusableKey if no
+        key may be made (no passphrase)."""
+        new_key_passphrase = passphrase_for_a_new_key()
+        # One rotation at a time; and on SQLite no writer while the log,
+        # which may hold the retired private keys' text, is emptied.
+        with schema_lock(db.engine):
+            now = utcnow()
+            db.session.execute(db.update(cls).where(cls.retired_at.is_(None)).values(
+                retired_at=now, publish_until=cls.retired_publish_until(now, configured_lifetime),
+                private_pem=None))
+            key = cls.generate(alg, new_key_passphrase)
+            db.session.commit()
+            empty_the_log(db.engine)
+        return key
+
+    @staticmethod
+    def retired_publish_until(now: datetime, configured_lifetime: int) -> datetime:
+        """Until when a key retired `now` verifies: as long as the longest-lived
+        token it signed, or may still sign from a process's cache, can live.
+        The lifetime configured where this runs (the CLI may not have the
+        server's environment), the clients' own, and those of the live tokens
+        in the database (issued by the servers, whatever their settings) all
+        count; never earlier than the last live token's expiry."""
+        live = Token.live()
+        lifetimes = [configured_lifetime,
+                     *db.session.scalars(db.select(Client.token_lifetime).where(Client.token_lifetime.is_not(None))),
+                     db.session.scalar(db.select(func.max(seconds_between(Token.issued_at, Token.expires)))
+                                       .where(live)) or 0]
+        keep = timedelta(seconds=int(max(lifetimes)) + current_app.config['SIGNING_KEY_CACHE_SECONDS'])
+        last_expiry = db.session.scalar(db.select(func.max(Token.expires)).where(live))
+        return max(now + keep, last_expiry or now)
 
     @classmethod
     def purge(cls) -> int:
@@ -103,21 +140,73 @@ class SigningKey(db.Model):
         db.session.commit()
         return deleted
 
+    @property
+    def encrypted(self) -> bool:
+        return bool(self.private_pem) and 'ENCRYPTED' in self.private_pem.splitlines()[0]
+
     def private_key(self, passphrase: str | None) -> Key:
-        # A key stored before a passphrase was set is read without one.
-        encrypted = 'ENCRYPTED' in self.private_pem.splitlines()[0]
-        return ALGORITHMS[self.alg][0].import_key(self.private_pem, {'kid': self.kid, 'alg': self.alg},
-                                              password=passphrase if encrypted else None)
+        """The key to sign with, checked against its row: UnusableKey (with a
+        one-line reason) for a row this server cannot sign with."""
+        key_type = self.key_type()
+        if not self.private_pem:
+            raise self.unusable('it has no private key')
+        try:
+            # A key stored in clear is read without the passphrase.
+            key = key_type.import_key(self.private_pem, {'kid': self.kid, 'alg': self.alg},
+                                      password=passphrase if self.encrypted else None)
+        except JoseError:  # read, but a key of another type
+            raise self.unusable(f'its private key is not for {self.alg}') from None
+        except (TypeError, ValueError):  # cryptography's words for a wrong passphrase, or bad data
+            if self.encrypted:
+                raise UnusableKey(f'cannot decrypt JWT signing key {self.kid}: '
+                                  'FLASK_SIGNING_KEY_PASSPHRASE is missing or wrong') from None
+            raise self.unusable('its private key is unreadable') from None
+        # Tokens signed with another key than the one published under this
+        # kid would verify nowhere: the kid is the thumbprint of both halves.
+        if not key.is_private:
+            raise self.unusable('it has no private key')
+        if key.thumbprint() != self.kid:
+            raise self.unusable('its private key is not the key its kid names')
+        self.public()
+        return key
 
     def public(self) -> PublicKey:
-        jwk = json.loads(self.public_jwk)
-        return PublicKey(self.alg, ALGORITHMS[self.alg][0].import_key(jwk), jwk, self.publish_until)
+        """Its public half; UnusableKey for a row that holds no readable one."""
+        key_type = self.key_type()
+        try:
+            key = key_type.import_key(json.loads(self.public_jwk))
+        except (TypeError, ValueError, JoseError):
+            raise self.unusable('its public JWK is unreadable') from None
+        if key.thumbprint() != self.kid:
+            raise self.unusable('its public JWK is not the key its kid names')
+        # Served as made from the key, never as stored: public members only.
+        jwk = key.as_dict(private=False, kid=self.kid, alg=self.alg, use='sig')
+        return PublicKey(self.alg, key_type.import_key(jwk), jwk, self.publish_until)
+
+    def unusable(self, reason: str) -> UnusableKey:
+        return UnusableKey(f'JWT signing key {self.kid} is unusable: {reason}')
+
+    def key_type(self) -> type[Key]:
+        if self.alg not in ALGORITHMS:
+            raise self.unusable(f'its alg {self.alg!r} is not one of {", ".join(ALGORITHMS)}')
+        return ALGORITHMS[self.alg][0]
 
     def to_dict(self) -> dict:
         """What `list-signing-keys` shows: never the private key."""
         return {'kid': self.kid, 'alg': self.alg, 'created_at': self.created_at.isoformat(),
                 'retired_at': self.retired_at and self.retired_at.isoformat(),
                 'publish_until': self.publish_until and self.publish_until.isoformat()}
+
+
+class UnusableKey(Exception):
+    """A key this server cannot sign with, or publish; its message is one log line."""
+
+
+def seconds_between(start, end):
+    """`end - start` in whole seconds, as SQL: SQLite has no interval type."""
+    if db.engine.dialect.name == 'sqlite':
+        return func.strftime('%s', end) - func.strftime('%s', start)
+    return func.extract('epoch', end - start)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,19 +230,21 @@ class KeyRing:
         self._public: dict[str, PublicKey] = {}
         self._public_read_at = float('-inf')
         self._unknown: dict[str, float] = {}  # kid -> when it may be looked up again
+        self._said_unusable: set[str] = set()  # kids of unreadable published keys, logged once
 
     def signing_key(self) -> tuple[str, Key]:
-        """(alg, private key) to sign with now; the first call ever makes one."""
+        """(alg, private key) to sign with now; the first call ever makes one.
+        A key it cannot make or use is a 503 (RetryLater) and one log line:
+        it takes an operator to fix (a passphrase, or rotate-signing-key)."""
         signing, now = self._signing, time.monotonic()
         if signing and now - signing[0] < current_app.config['SIGNING_KEY_CACHE_SECONDS']:
             return signing[1], signing[2]
         with self._lock:
-            stored = self._current() or self._create_first()
             try:
+                stored = self._current() or self._create_first()
                 self._signing = (now, stored.alg, stored.private_key(passphrase()))
-            except (TypeError, ValueError):  # cryptography's words for a missing or wrong passphrase
-                log.error('cannot decrypt JWT signing key %s: FLASK_SIGNING_KEY_PASSPHRASE is missing or wrong',
-                          stored.kid)
+            except UnusableKey as error:
+                log.error('%s', error)
                 raise RetryLater('This server cannot sign tokens now.', CANNOT_SIGN_RETRY_AFTER,
                                  status_code=503) from None
             return self._signing[1], self._signing[2]
@@ -174,21 +265,33 @@ class KeyRing:
                         self._unknown.clear()
                     self._unknown[kid] = now + UNKNOWN_KID_SECONDS
                 else:
-                    found = self._public[kid] = stored.public()
+                    found = self._public[kid] = self._readable(stored)
         if found is not None and found.publish_until is not None and utcnow() >= found.publish_until:
             return None
         return found
 
     def jwks(self) -> dict:
-        """The JWK Set to publish (RFC 7517 §5): every published public key."""
-        self._current() or self._create_first()  # asked before its first JWT: there is a key to publish
+        """The JWK Set to publish (RFC 7517 §5): every published public key
+        this server can read; none (`{"keys": []}`) before the first JWT.
+        Asking makes no key."""
         self._read_published()
         return {'keys': [public.jwk for public in self._public.values()]}
 
     def _read_published(self) -> None:
-        published = {key.kid: key.public() for key in SigningKey.published()}
+        published = {key.kid: public for key in SigningKey.published() if (public := self._readable(key))}
         with self._lock:
             self._public, self._public_read_at = published, time.monotonic()
+
+    def _readable(self, stored: SigningKey) -> PublicKey | None:
+        """Its public half, or None for a corrupt row: the JWKS serves the
+        other keys, and this one's fault is logged once per process."""
+        try:
+            return stored.public()
+        except UnusableKey as error:
+            if stored.kid not in self._said_unusable:
+                self._said_unusable.add(stored.kid)
+                log.error('%s; the JWKS leaves it out', error)
+            return None
 
     @staticmethod
     def _current() -> SigningKey | None:
@@ -201,16 +304,61 @@ class KeyRing:
         with schema_lock(db.engine):
             stored = KeyRing._current()
             if stored is None:
-                stored = SigningKey.generate(current_app.config['JWT_SIGNING_ALG'], passphrase())
+                stored = SigningKey.generate(current_app.config['JWT_SIGNING_ALG'], passphrase_for_a_new_key())
                 db.session.commit()
                 log.info('created the first JWT signing key, kid %s (%s)', stored.kid, stored.alg)
-                if passphrase() is None:
+                if not stored.encrypted:
                     log.warning('JWT signing keys are stored unencrypted: set FLASK_SIGNING_KEY_PASSPHRASE')
             return stored
 
 
 def passphrase() -> str | None:
     return current_app.config['SIGNING_KEY_PASSPHRASE'] or None
+
+
+NO_KEY_IN_CLEAR = ('no JWT signing key is made without FLASK_SIGNING_KEY_PASSPHRASE: '
+                   'only python server.py, for development, keeps a key in clear')
+
+
+def passphrase_for_a_new_key() -> str | None:
+    """The passphrase to store a new private key with. Without one, only
+    the development server stores a key (in clear, with a warning); anywhere
+    else UnusableKey: a copy of the database must not hold a usable key."""
+    if passphrase() is None and not current_app.config.get('DEVELOPMENT_SERVER'):
+        raise UnusableKey(NO_KEY_IN_CLEAR)
+    return passphrase()
+
+
+def protect_stored_keys() -> None:
+    """When a process first uses the database (production/database.upgrade_schema,
+    under its lock, so one process at a time; idempotent): with a passphrase,
+    encrypt every private key stored in clear (made by python server.py, or
+    before the passphrase was set), in one log line; SQLite overwrites the
+    clear text (production/sqlite.py). Without one, say that keys are in clear."""
+    clear = [key for key in db.session.scalars(db.select(SigningKey).where(SigningKey.private_pem.is_not(None)))
+             if key.private_pem and not key.encrypted]
+    if not clear or passphrase() is None:
+        db.session.rollback()  # the read's transaction must not stay open on a database server
+        if clear and not current_app.config.get('DEVELOPMENT_SERVER'):
+            log.warning('JWT signing key(s) %s are stored in clear: set FLASK_SIGNING_KEY_PASSPHRASE and they '
+                        'are encrypted when the server next starts', ', '.join(key.kid for key in clear))
+        return
+    encrypted = []
+    for key in clear:
+        try:
+            # Whatever the rest of its row says, a readable private key is a secret.
+            private = serialization.load_pem_private_key(key.private_pem.encode('ascii'), password=None)
+        except (TypeError, ValueError, UnicodeError, UnsupportedAlgorithm):
+            continue  # nothing anybody can sign with; signing says what is wrong with it
+        key.private_pem = private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(passphrase().encode('utf-8'))).decode('ascii')
+        encrypted.append(key.kid)
+    db.session.commit()
+    empty_the_log(db.engine)  # the clear text's old pages, in SQLite's write-ahead log
+    if encrypted:
+        log.warning('encrypted JWT signing key(s) %s, stored in clear until now, with FLASK_SIGNING_KEY_PASSPHRASE',
+                    ', '.join(encrypted))
 
 
 def key_ring() -> KeyRing:

@@ -1,5 +1,6 @@
-"""SQLite as a server's database: its settings, a queue for its writers, and
-a thread that copies its write-ahead log back into the database file.
+"""SQLite as a server's database: its files, readable by their owner only;
+its settings; a queue for its writers; and a thread that copies its
+write-ahead log back into the database file.
 
 Nothing here runs for PostgreSQL. On systems without POSIX file locks
 (Windows) writers and checkpoints are left to SQLite's defaults.
@@ -32,15 +33,52 @@ log = logging.getLogger(__name__)
 JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 
 
+# The files beside the database: SQLite's write-ahead log and its index, and
+# the writers' lock file (SQLiteWriters).
+COMPANIONS = ('-wal', '-shm', '-writers')
+PRIVATE_FILE_MODE = 0o600
+
+
+def create_database_file(engine: Engine) -> None:
+    """Make a new SQLite database file readable and writable by its owner
+    only, before SQLite would make it with the umask's permissions (0644,
+    usually): it holds hashes, audit-worthy rows and the encrypted signing
+    keys. SQLite gives its -wal and -shm files the database file's
+    permissions. An existing file open to other users is said in one log
+    line, and left as it is: its permissions are its owner's choice."""
+    database = database_file(engine)
+    if database is None:
+        return
+    try:
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE))
+        return
+    except FileExistsError:
+        pass
+    except OSError:
+        return  # no folder for it: SQLite says what is wrong when it opens it
+    open_to_others = []
+    for path in (database, *(database + suffix for suffix in COMPANIONS)):
+        with contextlib.suppress(OSError):
+            mode = os.stat(path).st_mode & 0o777
+            if mode & 0o077:
+                open_to_others.append(f'{path} ({mode:04o})')
+    if open_to_others:
+        log.warning('SQLite files other users can open: %s; the server leaves their permissions alone: '
+                    'chmod 600 them', ', '.join(open_to_others))
+
+
 @event.listens_for(Engine, 'connect')
 def configure_connection(dbapi_connection, connection_record) -> None:
     """WAL lets readers and one writer work at once across processes; the busy
     timeout makes a second writer wait instead of failing with "database is
-    locked"; SQLite leaves foreign keys (and so ON DELETE CASCADE) off unless asked."""
+    locked"; SQLite leaves foreign keys (and so ON DELETE CASCADE) off unless
+    asked; secure_delete overwrites what is deleted or replaced (a private key
+    encrypted or retired) instead of leaving it in the file's free space,
+    which some builds of SQLite do by default, not all."""
     if not isinstance(dbapi_connection, sqlite3.Connection):
         return
     for pragma in ('journal_mode=WAL', 'synchronous=NORMAL', 'busy_timeout=10000', 'foreign_keys=ON',
-                   f'journal_size_limit={JOURNAL_SIZE_LIMIT}'):
+                   'secure_delete=ON', f'journal_size_limit={JOURNAL_SIZE_LIMIT}'):
         dbapi_connection.execute(f'PRAGMA {pragma}').close()
     remember_file(dbapi_connection.execute('PRAGMA database_list').fetchone()[2])  # (seq, name, file)
 
@@ -139,7 +177,9 @@ class SQLiteWriters:
             key = (database, os.getpid())
             if key not in self._files:
                 try:
-                    self._files[key] = open(database + '-writers', 'a')  # noqa: SIM115 - kept open for the process
+                    # Kept open for the process; its owner's only, as the database is.
+                    self._files[key] = os.fdopen(os.open(database + '-writers', os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                                                         PRIVATE_FILE_MODE), 'a')
                 except OSError:
                     # No folder to put it in: SQLite will say what is wrong in a moment.
                     yield
@@ -187,3 +227,16 @@ class SQLiteWriters:
 
 
 sqlite_writers = SQLiteWriters()
+
+
+def empty_the_log(engine: Engine) -> None:
+    """After a secret was overwritten in the database (secure_delete), copy
+    the write-ahead log into it and cut the log to nothing: the log's older
+    pages may still hold the secret's old text, until rewritten. It waits
+    for readers (the busy timeout); if some still read, it says so."""
+    if database_file(engine) is None:
+        return
+    with engine.connect() as connection:
+        busy, _, _ = connection.exec_driver_sql('PRAGMA wal_checkpoint(TRUNCATE)').fetchone()
+    if busy:
+        log.warning('SQLite could not empty its log: it may hold a replaced private key until it is rewritten')

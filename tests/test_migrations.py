@@ -165,7 +165,7 @@ def fill_every_table(database_url):
                     'issued_at': now, 'expires': later} for number in range(5)],
         'items': [{'client_pk': 1 + number % 2, 'name': f'item {number}', 'created_at': now} for number in range(3)],
         'rate_limits': [{'name': f'counter-{number}', 'count': number, 'expires_at': 2e9} for number in range(2)],
-        'signing_keys': [{'kid': 'retired', 'alg': 'ES256', 'public_jwk': '{}', 'private_pem': 'PEM', 'created_at': now,
+        'signing_keys': [{'kid': 'retired', 'alg': 'ES256', 'public_jwk': '{}', 'private_pem': None, 'created_at': now,
                           'retired_at': now, 'publish_until': later},
                          {'kid': 'signing', 'alg': 'ES256', 'public_jwk': '{}', 'private_pem': 'PEM', 'created_at': now,
                           'retired_at': None, 'publish_until': None}],
@@ -196,10 +196,14 @@ def every_row(database_url):
         engine.dispose()
 
 
-def kept(before, after):
-    """The rows of `before`, cut to the columns each table has in `after`."""
-    return {name: [{column: row[column] for column in (after[name][0] if after[name] else row)} for row in before[name]]
-            for name in after}
+def kept(before, after, revision=HEAD):
+    """The rows of `before`, cut to the columns each table has in `after`, as
+    `revision` holds them: before 0004 a retired key's missing private key is ''."""
+    cut = {name: [{column: row[column] for column in (after[name][0] if after[name] else row)} for row in before[name]]
+           for name in after}
+    if revision < '0004' and 'signing_keys' in cut:
+        cut['signing_keys'] = [{**row, 'private_pem': row['private_pem'] or ''} for row in cut['signing_keys']]
+    return cut
 
 
 @pytest.mark.parametrize('revision', REVISIONS[:-1])
@@ -213,7 +217,7 @@ def test_down_to_an_older_revision_and_up_again_keeps_every_row(empty_database, 
     assert query(empty_database, 'SELECT version_num FROM alembic_version') == [(revision,)]
     older = every_row(empty_database)
     assert {name: len(rows) for name, rows in older.items()} == {name: len(before[name]) for name in older}
-    assert older == kept(before, older)
+    assert older == kept(before, older, revision)
     up = flask_command(empty_database, 'db', 'upgrade')
     assert up.returncode == 0, up.stderr
     again = every_row(empty_database)
@@ -221,7 +225,17 @@ def test_down_to_an_older_revision_and_up_again_keeps_every_row(empty_database, 
     # The tables the older revision had keep every row; the others start empty again.
     assert {name: len(rows) for name, rows in again.items()} == {
         name: len(before[name]) if name in older else 0 for name in before}
-    assert kept(again, older) == older
+    assert kept(again, older, revision) == older
+    assert all(row['private_pem'] is None for row in again['signing_keys'] if row['retired_at'])
+
+
+def test_keys_retired_before_0004_lose_their_private_key_there(empty_database):
+    fill_every_table(empty_database)
+    assert flask_command(empty_database, 'db', 'downgrade', '0003').returncode == 0
+    query(empty_database, "UPDATE signing_keys SET private_pem = 'what 0003 kept' WHERE kid = 'retired'")
+    assert flask_command(empty_database, 'db', 'upgrade').returncode == 0
+    assert query(empty_database, 'SELECT kid, private_pem FROM signing_keys ORDER BY id') == [
+        ('retired', None), ('signing', 'PEM')]
 
 
 @pytest.mark.skipif('sqlite' not in SERVER_KINDS, reason='the first pass, on SQLite, runs it')

@@ -1,5 +1,10 @@
-"""What the database holds: hashes only, aware timestamps, cascades."""
-from conftest import TOKEN_URL, bearer, count, token_form
+"""What the database holds: hashes only, aware timestamps, cascades; and
+its SQLite files, which only their owner may read."""
+import os
+
+import pytest
+import requests
+from conftest import SERVER_KINDS, TOKEN_URL, bearer, count, run_python, token_form
 
 from models import Client, Item, Token, db
 
@@ -131,3 +136,51 @@ def test_signing_keys_no_longer_published_are_purged_as_the_server_runs(app, htt
     assert http.get('/healthz').status_code == 200
     db.session.expire_all()
     assert sorted(db.session.scalars(db.select(SigningKey.kid))) == sorted([key_ring().signing_key()[1].kid, kept.kid])
+
+
+# --- The SQLite files: their owner's only ----------------------------------
+
+SQLITE_FILES = ('', '-wal', '-shm', '-writers')  # the database, its log and the log's index, the writers' lock
+
+
+def file_modes(database):
+    return {suffix: f'{os.stat(database + suffix).st_mode & 0o777:04o}' for suffix in SQLITE_FILES
+            if os.path.exists(database + suffix)}
+
+
+@pytest.mark.skipif('sqlite' not in SERVER_KINDS, reason='the first pass, on SQLite, runs it')
+@pytest.mark.parametrize('entry_point', ['python server.py', 'gunicorn', 'command'])
+def test_a_new_sqlite_database_and_its_files_are_readable_by_their_owner_only(entry_point, start_dev_server,
+                                                                              start_gunicorn, tmp_path):
+    database = f'{tmp_path}/new.sqlite'
+    url = f'sqlite:///{database}'
+    previous = os.umask(0o022)  # the usual umask, with which SQLite makes 0644 files
+    try:
+        if entry_point == 'python server.py':
+            start_dev_server(url)
+        elif entry_point == 'gunicorn':
+            server = start_gunicorn(url, workers=2)
+            assert requests.get(f'{server.url}/.well-known/jwks.json', timeout=10).status_code == 200
+        else:
+            assert run_python('-m', 'flask', '--app', 'server', 'list-clients',
+                              env={'DATABASE_URL': url}).returncode == 0
+    finally:
+        os.umask(previous)
+    modes = file_modes(database)
+    # A running server keeps all four; a command's last connection takes the log and its index away.
+    assert set(modes) == ({'', '-writers'} if entry_point == 'command' else set(SQLITE_FILES))
+    assert set(modes.values()) == {'0600'}
+
+
+@pytest.mark.skipif('sqlite' not in SERVER_KINDS, reason='the first pass, on SQLite, runs it')
+def test_an_sqlite_file_other_users_can_open_is_said_once_and_left_alone(tmp_path):
+    database = f'{tmp_path}/shared.sqlite'
+    environment = {'DATABASE_URL': f'sqlite:///{database}'}
+    assert run_python('-m', 'flask', '--app', 'server', 'list-clients', env=environment).returncode == 0
+    os.chmod(database, 0o644)
+    result = run_python('-m', 'flask', '--app', 'server', 'list-clients', env=environment)
+    assert result.returncode == 0
+    said = [line for line in result.stderr.splitlines() if 'other users can open' in line]
+    assert said == [f'SQLite files other users can open: {database} (0644); the server leaves their '
+                    'permissions alone: chmod 600 them']
+    assert file_modes(database)[''] == '0644'
