@@ -59,6 +59,12 @@ def same_shape(shown, actual, key=None):
     return shown == actual
 
 
+# A reader has no passphrase for the signing keys unless the README gives one.
+READER = {'FLASK_SIGNING_KEY_PASSPHRASE': ''}
+# The README's JWT section exports one, for the server and the commands.
+README_PASSPHRASE = {'FLASK_SIGNING_KEY_PASSPHRASE': 'choose a long one'}
+
+
 def start_server(tmp_path, **env):
     """python server.py with its demo client, on a fresh database of its own:
     (its URL, the database's URL, the process)."""
@@ -66,7 +72,7 @@ def start_server(tmp_path, **env):
     with open(tmp_path / 'server.log', 'w') as log:
         process = subprocess.Popen([sys.executable, 'server.py', '--port', str(port)], cwd=ROOT, stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True,
-                                   env={**os.environ, 'DATABASE_URL': database_url, **env})
+                                   env={**os.environ, 'DATABASE_URL': database_url, **READER, **env})
     try:
         wait_for_port(port, process, timeout=60)
     except BaseException:
@@ -86,8 +92,9 @@ def readme_server(tmp_path):
 
 @pytest.fixture
 def jwt_readme_server(tmp_path):
-    """As the README's JWT section starts it: FLASK_ACCESS_TOKEN_FORMAT=jwt python server.py."""
-    url, database_url, process = start_server(tmp_path, FLASK_ACCESS_TOKEN_FORMAT='jwt')
+    """As the README's JWT section starts it: FLASK_ACCESS_TOKEN_FORMAT=jwt python server.py,
+    with FLASK_SIGNING_KEY_PASSPHRASE exported."""
+    url, database_url, process = start_server(tmp_path, FLASK_ACCESS_TOKEN_FORMAT='jwt', **README_PASSPHRASE)
     try:
         yield url, database_url
     finally:
@@ -110,7 +117,7 @@ def run_examples(pairs, server_url, cwd, env=None):
     script = script.replace('http://127.0.0.1:5000', server_url)
     script = script.replace('.venv/bin/', f'{Path(sys.executable).parent}/')  # the Python running the suite
     result = subprocess.run(['bash', '-c', script], capture_output=True, text=True, timeout=120, cwd=cwd,
-                            env={**os.environ, **(env or {})})
+                            env={**os.environ, **READER, **(env or {})})
     assert result.returncode == 0, result.stderr
     outputs = re.split(r'^@@@ \d+\n', result.stdout, flags=re.M)[1:]
     assert len(outputs) == len(pairs)
@@ -150,7 +157,7 @@ def test_the_readme_jwt_and_private_key_examples_answer_as_the_readme_shows(jwt_
     pairs = list(examples('## JWT access tokens and audiences', '## Configuration'))
     assert sum(expected is not None for _, expected in pairs) >= 7
     # Its commands run in the reader's folder, on the server's database.
-    run_examples(pairs, url, cwd=reader_folder(tmp_path), env={'DATABASE_URL': database_url})
+    run_examples(pairs, url, cwd=reader_folder(tmp_path), env={'DATABASE_URL': database_url, **README_PASSPHRASE})
 
 
 def readme_verifier(server_url):
