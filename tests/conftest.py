@@ -165,6 +165,15 @@ def credentials(make_client):
     return make_client()
 
 
+@pytest.fixture
+def jwt_client(make_client):
+    """(client_id, client_secret) of a client that gets JWT access tokens."""
+    client_id, client_secret = make_client()
+    Client.find(client_id).token_format = 'jwt'
+    db.session.commit()
+    return client_id, client_secret
+
+
 def token_form(client_id, client_secret, **extra):
     return {'grant_type': 'client_credentials', 'client_id': client_id,
             'client_secret': client_secret, **extra}

@@ -30,14 +30,6 @@ ISSUER = 'http://localhost'  # the test client's requests go to http://localhost
 OWN_API = 'http://localhost/api'
 
 
-@pytest.fixture
-def jwt_client(make_client):
-    client_id, client_secret = make_client()
-    Client.find(client_id).token_format = 'jwt'
-    db.session.commit()
-    return client_id, client_secret
-
-
 def token_response(http, client_id, client_secret, **extra):
     response = http.post(TOKEN_URL, data=token_form(client_id, client_secret, **extra))
     assert response.status_code == 200, response.get_json()

@@ -33,14 +33,6 @@ from production.database import upgrade_schema
 from production.signing_keys import SigningKey, key_ring
 
 
-@pytest.fixture
-def jwt_client(make_client):
-    client_id, client_secret = make_client()
-    Client.find(client_id).token_format = 'jwt'
-    db.session.commit()
-    return client_id, client_secret
-
-
 def jwt_request(http, credentials):
     return http.post(TOKEN_URL, data=token_form(*credentials))
 
