@@ -211,14 +211,21 @@ def jwks():
 
 @app.get('/healthz')
 def healthz():
-    """For load balancers and orchestrators: 200 while the database answers."""
+    """For load balancers and orchestrators: 200 while the database and the
+    rate-limit storage answer; 503 naming what failed."""
+    failed = {}
     try:
         db.session.execute(db.text('SELECT 1'))
         check_file(db.engine)  # SQLite: still the file this process opened
     except SQLAlchemyError as error:
         db.session.rollback()
         app.logger.warning('health check failed: %s', database.database_error_line(error))
-        return jsonify(status='unavailable'), 503
+        failed['database'] = 'unavailable'
+    if not limit_failed_authentication.healthy():  # Redis, or database://
+        app.logger.warning('health check failed: the rate-limit storage does not answer')
+        failed['rate_limit_storage'] = 'unavailable'
+    if failed:
+        return jsonify(status='unavailable', failed=failed), 503
     return jsonify(status='ok')
 
 

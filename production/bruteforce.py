@@ -16,6 +16,7 @@ from typing import ClassVar
 
 from flask import current_app, request
 from limits import parse
+from limits.errors import StorageError
 from limits.storage import Storage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 from oauthlib.oauth2.rfc6749 import errors
@@ -25,7 +26,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from production import audit, metrics
 from production.database import db
-from production.errors import RetryLater, oauth_error_response
+from production.errors import RetryLater, database_error_response, oauth_error_response
 from production.validator import presented_credentials
 
 
@@ -64,8 +65,12 @@ class FailedAuthenticationLimiter:
     def init_app(self, app) -> None:
         self.config = app.config
         self.enabled = bool(app.config['RATELIMIT_ENABLED'])
-        self.storage = storage_from_string(app.config['RATELIMIT_STORAGE_URI'])
+        uri = app.config['RATELIMIT_STORAGE_URI']
+        # wrap_exceptions: whatever the storage, its failures arrive as one
+        # exception, answered by storage_unavailable.
+        self.storage = storage_from_string(uri, wrap_exceptions=True, **storage_options(uri))
         self.windows = FixedWindowRateLimiter(self.storage)
+        app.register_error_handler(StorageError, storage_unavailable)
 
     def counters(self) -> list[tuple]:
         return [(parse_limit(self.config['AUTH_FAILURES_PER_ADDRESS']), f'address:{request.remote_addr}'),
@@ -104,8 +109,42 @@ class FailedAuthenticationLimiter:
         self.storage.reset()
         issuance.windows.clear()
 
+    def healthy(self) -> bool:
+        """The counters' storage answers (/healthz); True while limits are off."""
+        try:
+            return not self.enabled or self.storage.check()
+        except StorageError:
+            return False
+
 
 limit_failed_authentication = FailedAuthenticationLimiter()
+
+# A Redis that is stopped or hung answers within about a second, not after
+# the client's default 5 s read timeout (the `limits` library hands these
+# options to redis.from_url).
+REDIS_SCHEMES = ('redis', 'rediss', 'redis+unix')
+REDIS_OPTIONS = {'socket_connect_timeout': 1, 'socket_timeout': 1}
+STORAGE_RETRY_AFTER = 5  # seconds
+
+
+def storage_options(uri: str) -> dict:
+    return REDIS_OPTIONS if uri.split('://', 1)[0] in REDIS_SCHEMES else {}
+
+
+def storage_unavailable(error: StorageError):
+    """The counters' storage failed: 503 and Retry-After, one log line.
+
+    Fail closed: while the failures cannot be counted, no client is
+    authenticated (token, revocation, introspection), or an attacker who can
+    make Redis fail (or waits for it to) would guess secrets without limit.
+    Tokens already issued keep working: the API routes count nothing."""
+    cause = error.storage_error
+    if isinstance(cause, SQLAlchemyError):  # database://: the database is down, and said so
+        return database_error_response(cause)
+    current_app.logger.error('rate-limit storage error: %s: %s', type(cause).__name__,
+                             ' '.join(str(cause).split()))
+    return oauth_error_response(RetryLater('The rate-limit storage is unavailable; try again later.',
+                                           STORAGE_RETRY_AFTER, status_code=503))
 
 
 class IssuanceCounter:

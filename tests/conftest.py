@@ -353,11 +353,14 @@ class Gunicorn:
     def start(self, wait_for_health=True):
         self.port = free_port()
         self.url = f'http://127.0.0.1:{self.port}'
+        # The issuer is the server's own URL, unless the test says otherwise
+        # (None: not set at all).
+        env = {**os.environ, 'DATABASE_URL': self.database_url, 'FLASK_OAUTH2_ISSUER': self.url, **self.env}
         with open(self.log_path, 'a') as log:
             self.process = subprocess.Popen(
                 [sys.executable, '-m', 'gunicorn', '-w', str(self.workers), '-b', f'127.0.0.1:{self.port}',
                  '--graceful-timeout', '5', 'server:app'],
-                cwd=ROOT, env={**os.environ, 'DATABASE_URL': self.database_url, **self.env},
+                cwd=ROOT, env={name: value for name, value in env.items() if value is not None},
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         # A busy machine may take seconds to answer the first request: any
         # request error is tried again until the deadline.
@@ -385,24 +388,57 @@ class Gunicorn:
         self.signal(signal.SIGKILL)
 
 
+class RedisServer:
+    """A redis-server of a test's own on a free loopback port, that the test
+    may stop (kill), start again on the same port, or hang (SIGSTOP)."""
+
+    def __init__(self, binary, folder):
+        self.binary, self.folder, self.port = binary, folder, free_port()
+        self.url = f'redis://127.0.0.1:{self.port}'
+        self.process = None
+
+    def start(self):
+        with open(self.folder / 'redis.log', 'a') as log:
+            self.process = subprocess.Popen(
+                [self.binary, '--port', str(self.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
+                 '--dir', str(self.folder)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for_port(self.port, self.process)
+        return self
+
+    def kill(self):
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)  # a hung server too
+            self.process.kill()
+            self.process.wait(timeout=30)
+
+    @contextlib.contextmanager
+    def hung(self):
+        """Inside the block the server accepts connections (the kernel does)
+        but answers nothing, as a Redis stuck on a slow disk or swapped out."""
+        self.process.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self.process.send_signal(signal.SIGCONT)
+
+
 @pytest.fixture
-def redis_url(tmp_path):
-    """A redis-server of the test's own on a free loopback port, stopped by
-    its process id when the test ends. Without redis-server the test skips,
-    except under CI=true, where it fails (.ci/run installs it)."""
+def redis_server(tmp_path):
+    """A running RedisServer, killed by its process id when the test ends.
+    Without redis-server the test skips, except under CI=true, where it
+    fails (.ci/run installs it)."""
     binary = shutil.which('redis-server')
     if binary is None:
         if os.environ.get('CI') == 'true':
             pytest.fail('redis-server is not installed')
         pytest.skip('redis-server is not installed (apt-get install redis-server)')
-    port = free_port()
-    with open(tmp_path / 'redis.log', 'w') as log:
-        process = subprocess.Popen([binary, '--port', str(port), '--bind', '127.0.0.1', '--save', '',
-                                    '--appendonly', 'no', '--dir', str(tmp_path)],
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server = RedisServer(binary, tmp_path)
     try:
-        wait_for_port(port, process)
-        yield f'redis://127.0.0.1:{port}'
+        yield server.start()
     finally:
-        process.kill()
-        process.wait(timeout=30)
+        server.kill()
+
+
+@pytest.fixture
+def redis_url(redis_server):
+    return redis_server.url

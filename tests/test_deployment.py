@@ -29,6 +29,8 @@ from conftest import (
     wait_for_port,
 )
 
+DATABASE_DOWN = {'status': 'unavailable', 'failed': {'database': 'unavailable'}}  # /healthz
+
 
 @pytest.fixture(params=SERVER_KINDS)
 def database_url(request, tmp_path):
@@ -232,7 +234,7 @@ def test_health_reports_the_database(gunicorn, database_url, tmp_path):
         broken = f'postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nothing'
     down = gunicorn(url=broken, wait_for_health=False)
     answer = requests.get(f'{down.url}/healthz', timeout=20)
-    assert (answer.status_code, answer.json()) == (503, {'status': 'unavailable'})
+    assert (answer.status_code, answer.json()) == (503, DATABASE_DOWN)
     answer = requests.post(f'{down.url}/oauth/token', data=token_form('a', 'b'), timeout=20)
     assert answer.status_code == 503
     assert answer.json()['error'] == 'temporarily_unavailable'
@@ -325,7 +327,7 @@ def test_a_sqlite_file_deleted_or_replaced_under_the_server_is_noticed(start_gun
         shutil.copyfile(tmp_path / 'moved.sqlite', database)
     for _ in range(4):
         health = session.get(f'{server.url}/healthz', timeout=10)
-        assert (health.status_code, health.json()) == (503, {'status': 'unavailable'})
+        assert (health.status_code, health.json()) == (503, DATABASE_DOWN)
         answer = session.post(f'{server.url}/oauth/token', data=token_form(*credentials), timeout=10)
         assert answer.status_code == 503  # no token acknowledged into a file that is gone
         assert answer.json()['error'] == 'temporarily_unavailable'
