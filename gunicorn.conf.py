@@ -1,10 +1,15 @@
 """gunicorn's settings for this server: `gunicorn server:app`, run from this
 folder, reads them (command-line options still override them).
 
+FLASK_OAUTH2_ISSUER must be set (in the environment, or with --env): the
+server names itself by it, never by a request's Host header (README:
+Security). Without it gunicorn stops at start with one line.
+
 Forwarded headers are believed in one place only, the app, as
 FLASK_TRUSTED_PROXIES says (production/headers.py). gunicorn by default
 believes X-Forwarded-Proto from 127.0.0.1 itself, so a caller on the same
-host could change the issuer the server names; here it believes nothing.
+host could make a request look as if it came over https; here it believes
+nothing.
 """
 forwarded_allow_ips = ''
 secure_scheme_headers = {}
@@ -30,6 +35,11 @@ if _made_metrics_dir:
 
 
 def on_starting(server):
+    # Here, not when this file is read: --env settings are in the environment by now.
+    if not _os.environ.get('FLASK_OAUTH2_ISSUER'):
+        on_exit(server)
+        raise SystemExit('gunicorn.conf.py: FLASK_OAUTH2_ISSUER is not set: set it to the URL clients reach '
+                         'this server at (e.g. https://auth.example.com)')
     folder = _os.environ['PROMETHEUS_MULTIPROC_DIR']
     _os.makedirs(folder, exist_ok=True)
     for name in _os.listdir(folder):

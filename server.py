@@ -212,7 +212,7 @@ def jwks():
 @app.get('/healthz')
 def healthz():
     """For load balancers and orchestrators: 200 while the database and the
-    rate-limit storage answer; 503 naming what failed."""
+    rate-limit storage answer and the issuer is set; 503 naming what failed."""
     failed = {}
     try:
         db.session.execute(db.text('SELECT 1'))
@@ -224,6 +224,8 @@ def healthz():
     if not limit_failed_authentication.healthy():  # Redis, or database://
         app.logger.warning('health check failed: the rate-limit storage does not answer')
         failed['rate_limit_storage'] = 'unavailable'
+    if not app.config['OAUTH2_ISSUER']:  # never the request's Host (production/settings.py)
+        failed['issuer'] = 'FLASK_OAUTH2_ISSUER is not set'
     if failed:
         return jsonify(status='unavailable', failed=failed), 503
     return jsonify(status='ok')
@@ -252,6 +254,7 @@ def main(argv=None) -> int:
     parser.add_argument('--no-demo', action='store_true', help='do not create the demo client')
     args = parser.parse_args(argv)
     app.config['DEVELOPMENT_SERVER'] = True  # it alone may keep a JWT signing key without a passphrase
+    settings.set_development_issuer(app, args.host, args.port)  # FLASK_OAUTH2_ISSUER, or this address
     with app.app_context():
         try:
             database.upgrade_schema()  # create or migrate the tables (flask --app server db upgrade)

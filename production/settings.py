@@ -3,11 +3,15 @@
 Every key can be overridden as FLASK_<KEY> (the value is parsed as JSON, so
 FLASK_RATELIMIT_ENABLED=false is False), and DATABASE_URL names the database.
 """
+import ipaddress
 import os
+import sys
 
 from flask import current_app, request, url_for
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
+
+from production.errors import RetryLater
 
 DEFAULTS = {
     # Relative SQLite paths live in Flask's instance folder.
@@ -17,7 +21,7 @@ DEFAULTS = {
     # either unless given it.
     'OAUTH2_SCOPES_SUPPORTED': ['read', 'write', 'introspect', 'admin'],
     'OAUTH2_REALM': 'client-credentials',
-    'OAUTH2_ISSUER': None,  # public base URL, e.g. https://auth.example.com; default: from the request
+    'OAUTH2_ISSUER': None,  # public base URL, e.g. https://auth.example.com; required (see issuer())
     # Access tokens: 'opaque' (random, looked up on every use) or 'jwt' (RFC
     # 9068, verified with the public keys); a client's own format wins.
     'ACCESS_TOKEN_FORMAT': 'opaque',
@@ -90,18 +94,44 @@ def configure(app) -> None:
         app.config.setdefault('SQLALCHEMY_ENGINE_OPTIONS', {}).setdefault('pool_pre_ping', True)
 
 
+# --- The issuer ---------------------------------------------------------------
+
+ISSUER_RETRY_AFTER = 60  # seconds: a setting is missing, not a dependency that comes back by itself
+
+
 def issuer() -> str:
-    """This server's identifier (RFC 8414 §2): OAUTH2_ISSUER, or the URL the
-    request came to. Behind a proxy the public address differs from the one
-    the server binds, so production sets it."""
+    """This server's identifier (RFC 8414 §2): OAUTH2_ISSUER, the public base
+    URL. Never taken from the request: its Host header is the caller's to
+    choose, and the issuer names the JWT `iss`, the metadata, the assertion
+    audience and this server's own API (README: Security). Unset (a server
+    started without `python server.py` or gunicorn.conf.py, which see to it),
+    a request that needs it is answered 503."""
     configured = current_app.config['OAUTH2_ISSUER']
     if configured:
         return configured.rstrip('/')
-    # Werkzeug rebuilds url_root on each use; a JWT request asks twice.
-    environ = request.environ
-    if 'oauth.issuer' not in environ:
-        environ['oauth.issuer'] = request.url_root.rstrip('/')
-    return environ['oauth.issuer']
+    if not request.environ.get('oauth.issuer_missing'):  # one log line a request
+        request.environ['oauth.issuer_missing'] = True
+        current_app.logger.error('FLASK_OAUTH2_ISSUER is not set: set it to the URL clients reach this server at '
+                                 '(e.g. https://auth.example.com); requests that need it are refused')
+    raise RetryLater('This server is not configured (FLASK_OAUTH2_ISSUER).', ISSUER_RETRY_AFTER, status_code=503)
+
+
+def set_development_issuer(app, host: str, port: int) -> None:
+    """python server.py: unless FLASK_OAUTH2_ISSUER says otherwise, the
+    issuer is the address the development server listens on."""
+    if app.config['OAUTH2_ISSUER']:
+        return
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None  # a host name, such as localhost
+    if not host or (address is not None and address.is_unspecified):  # every address: which do clients use?
+        print(f'server.py: listening on every address: set FLASK_OAUTH2_ISSUER to the URL clients use; '
+              f'until then the issuer is http://127.0.0.1:{port}', file=sys.stderr, flush=True)
+        host = '127.0.0.1'
+    elif address is not None and address.version == 6:
+        host = f'[{host}]'
+    app.config['OAUTH2_ISSUER'] = f'http://{host}:{port}'
 
 
 def public_url(endpoint: str = '') -> str:

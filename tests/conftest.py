@@ -35,9 +35,16 @@ os.environ['DATABASE_URL'] = DATABASE_URL  # read by server.py at import
 # A test of what happens without one sets FLASK_SIGNING_KEY_PASSPHRASE=''.
 PASSPHRASE = 'the test suite passphrase'
 os.environ['FLASK_SIGNING_KEY_PASSPHRASE'] = PASSPHRASE
+# The issuer (read at import too) is the test client's default address, so
+# that the tests' requests name the server the way it names itself. Taken
+# out again after: the servers the tests start choose their own.
+TEST_ISSUER = 'http://localhost'
+os.environ['FLASK_OAUTH2_ISSUER'] = TEST_ISSUER
 sys.path.insert(0, str(ROOT))
 
 import server  # noqa: E402
+
+del os.environ['FLASK_OAUTH2_ISSUER']
 from models import Client, Token, db  # noqa: E402
 from production.database import upgrade_schema  # noqa: E402
 from production.signing_keys import SigningKey, UnusableKey, key_ring, passphrase  # noqa: E402
@@ -224,13 +231,16 @@ def free_port():
 
 
 @pytest.fixture
-def live_server(app):
-    """The app served over real HTTP on loopback, in this process (same database)."""
+def live_server(app, monkeypatch):
+    """The app served over real HTTP on loopback, in this process (same
+    database), with that address as its issuer while the test runs."""
     from werkzeug.serving import make_server
     httpd = make_server('127.0.0.1', 0, app, threaded=True)
+    url = f'http://127.0.0.1:{httpd.server_port}'
+    monkeypatch.setitem(app.config, 'OAUTH2_ISSUER', url)
     thread = threading.Thread(target=httpd.serve_forever, kwargs={'poll_interval': 0.05}, daemon=True)
     thread.start()
-    yield f'http://127.0.0.1:{httpd.server_port}'
+    yield url
     httpd.shutdown()
     thread.join(timeout=5)
 
@@ -260,8 +270,10 @@ def stop_process(process, timeout=10):
 
 
 def run_python(*args, env=None, timeout=60, **kwargs):
-    """Run one of the project's scripts as a user would, with a bounded time."""
-    return subprocess.run([sys.executable, *args], cwd=ROOT, env={**os.environ, **(env or {})},
+    """Run one of the project's scripts as a user would, with a bounded time
+    (and the suite's issuer, for a script that uses the app's test client)."""
+    return subprocess.run([sys.executable, *args], cwd=ROOT,
+                          env={**os.environ, 'FLASK_OAUTH2_ISSUER': TEST_ISSUER, **(env or {})},
                           capture_output=True, text=True, timeout=timeout, **kwargs)
 
 

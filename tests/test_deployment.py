@@ -11,6 +11,7 @@ import signal
 import socket
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 
@@ -25,6 +26,7 @@ from conftest import (
     empty_database,
     free_port,
     run_python,
+    stop_process,
     token_form,
     wait_for_port,
 )
@@ -302,7 +304,7 @@ def test_gunicorn_believes_no_forwarded_header_and_logs_no_query(gunicorn):
     server = gunicorn(workers=1, GUNICORN_CMD_ARGS='--access-logfile -')
     metadata = requests.get(f'{server.url}/.well-known/oauth-authorization-server', timeout=10,
                             headers={'X-Forwarded-Proto': 'https', 'X-Forwarded-Ssl': 'on'}).json()
-    assert metadata['issuer'] == server.url  # http, as the request really was (FLASK_TRUSTED_PROXIES=0)
+    assert metadata['issuer'] == server.url  # FLASK_OAUTH2_ISSUER, whatever a forwarded header says
     answer = requests.get(f'{server.url}/api/me?access_token=leaked-in-a-url-123', timeout=10)
     assert answer.status_code == 400
     server.stop()  # flushes the access log
@@ -472,3 +474,115 @@ def test_postgresql_from_zero_as_the_readme_says(postgres, start_gunicorn):
     demo = run_python('client.py', '--server', server.url)
     assert demo.returncode == 1
     assert demo.stderr.startswith('client.py: invalid_client')
+
+
+# --- The issuer: configured, never a request's Host -------------------------
+
+BILLING = 'http://billing.example.com/api'
+
+
+@pytest.mark.skipif('sqlite' not in SERVER_KINDS, reason='the first pass ran it')
+def test_gunicorn_refuses_to_start_without_an_issuer(tmp_path):
+    environment = {name: value for name, value in os.environ.items() if name != 'FLASK_OAUTH2_ISSUER'}
+    port = free_port()
+    result = subprocess.run(
+        [sys.executable, '-m', 'gunicorn', '-w', '1', '-b', f'127.0.0.1:{port}', 'server:app'], cwd=ROOT,
+        env={**environment, 'DATABASE_URL': f'sqlite:///{tmp_path}/x.sqlite',
+             'PROMETHEUS_MULTIPROC_DIR': str(tmp_path / 'metrics')},
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    said = [line for line in result.stderr.splitlines() if 'FLASK_OAUTH2_ISSUER' in line]
+    assert said == ['gunicorn.conf.py: FLASK_OAUTH2_ISSUER is not set: set it to the URL clients reach this server '
+                    'at (e.g. https://auth.example.com)']
+    assert 'Traceback' not in result.stderr and 'Booting worker' not in result.stderr
+
+
+@pytest.mark.skipif('sqlite' not in SERVER_KINDS, reason='the first pass ran it')
+def test_a_wsgi_server_started_without_an_issuer_answers_503(tmp_path):
+    # Any WSGI server without gunicorn.conf.py: here Flask's own (`flask run`).
+    database_url, port = f'sqlite:///{tmp_path}/wsgi.sqlite', free_port()
+    client_id, client_secret = create_client(database_url)
+    environment = {name: value for name, value in os.environ.items() if name != 'FLASK_OAUTH2_ISSUER'}
+    log_path = tmp_path / 'flask-run.log'
+    with open(log_path, 'w') as log:
+        process = subprocess.Popen([sys.executable, '-m', 'flask', '--app', 'server', 'run', '--port', str(port)],
+                                   cwd=ROOT, env={**environment, 'DATABASE_URL': database_url}, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for_port(port, process)
+        url, session = f'http://127.0.0.1:{port}', requests.Session()
+        answers = [session.get(f'{url}/.well-known/oauth-authorization-server', timeout=10),
+                   session.post(f'{url}/oauth/token', data=token_form(client_id, client_secret), timeout=10)]
+        for answer in answers:
+            assert (answer.status_code, answer.json()['error']) == (503, 'temporarily_unavailable')
+            assert int(answer.headers['Retry-After']) > 0
+        health = session.get(f'{url}/healthz', timeout=10)
+        assert (health.status_code, health.json()['failed']) == (503, {'issuer': 'FLASK_OAUTH2_ISSUER is not set'})
+    finally:
+        stop_process(process)
+    log = log_path.read_text()
+    assert 'Traceback' not in log
+    assert sum('FLASK_OAUTH2_ISSUER is not set' in line for line in log.splitlines()) == len(answers)
+
+
+@pytest.mark.skipif('sqlite' not in SERVER_KINDS, reason='the first pass ran it')
+def test_a_token_for_another_api_is_refused_through_the_documented_proxy(start_gunicorn, nginx_in_front, tmp_path):
+    # The attack of issue 22: a token for billing, presented as if this server were billing.
+    database_url = f'sqlite:///{tmp_path}/proxied.sqlite'
+    server = start_gunicorn(database_url, workers=1, FLASK_TRUSTED_PROXIES='1')
+    client_id, client_secret = create_client(database_url)
+    engine = sa.create_engine(database_url)
+    with engine.begin() as connection:
+        connection.execute(sa.text('UPDATE clients SET resources = :resources'),
+                           {'resources': f'{server.url}/api {BILLING}'})
+    engine.dispose()
+    proxy = nginx_in_front(server.url)
+    session = requests.Session()
+    answer = session.post(f'{proxy}/oauth/token', data={**token_form(client_id, client_secret), 'resource': BILLING},
+                          headers={'Host': 'billing.example.com'}, timeout=10)
+    for_billing = bearer(answer.json()['access_token'])
+    as_billing = [{'Host': 'billing.example.com'}, {'Host': 'billing.example.com:80'}]
+    for base, host in [(proxy, headers) for headers in as_billing] + [
+            (server.url, {'X-Forwarded-Host': 'billing.example.com'})]:  # one proxy is trusted: as if it said so
+        for method, path in (('get', '/api/me'), ('get', '/api/items'), ('post', '/api/items')):
+            refused = session.request(method, base + path, headers={**for_billing, **host}, json={'name': 'x'},
+                                      timeout=10)
+            assert (refused.status_code, refused.json()['error']) == (401, 'invalid_token'), (base, host, path)
+        metadata = session.get(f'{base}/.well-known/oauth-authorization-server', headers=host, timeout=10).json()
+        assert metadata['issuer'] == server.url
+    assert table_count(database_url, 'items') == 0
+
+
+@pytest.fixture
+def header_echo():
+    """An HTTP server on loopback that answers every GET with the request's
+    headers as JSON: what a proxy in front of it forwarded."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Echo(BaseHTTPRequestHandler):
+        def do_GET(self):  # the standard library calls it by this name
+            body = json.dumps({name.lower(): value for name, value in self.headers.items()}).encode()
+            self.send_response(200)
+            self.send_header('Content-Type', 'application/json')
+            self.send_header('Content-Length', str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+    echo = ThreadingHTTPServer(('127.0.0.1', 0), Echo)
+    thread = threading.Thread(target=echo.serve_forever, kwargs={'poll_interval': 0.05}, daemon=True)
+    thread.start()
+    yield f'http://127.0.0.1:{echo.server_port}'
+    echo.shutdown()
+    thread.join(timeout=5)
+    echo.server_close()
+
+
+@pytest.mark.skipif('sqlite' not in SERVER_KINDS, reason='the first pass ran it')
+def test_nginx_forwards_the_host_with_its_port(nginx_in_front, header_echo):
+    proxy = nginx_in_front(header_echo)
+    forwarded = requests.get(f'{proxy}/healthz', timeout=10).json()  # Host: 127.0.0.1:PORT
+    public_host = proxy.removeprefix('http://')
+    assert (forwarded['host'], forwarded['x-forwarded-host']) == (public_host, public_host)
+    assert forwarded['x-forwarded-proto'] == 'http'

@@ -22,7 +22,7 @@ from conftest import (
     wait_for_port,
 )
 
-from models import Client, Token, db
+from models import Client, Item, Token, db
 
 
 def from_address(address):
@@ -298,3 +298,97 @@ def test_a_client_minting_too_many_tokens_gets_429_and_others_do_not(app, http, 
     assert count(Token) == 3  # nothing stored for the refused ones
     assert http.post(TOKEN_URL, data=token_form(*other)).status_code == 200
     assert sum('"token_issuance_throttled"' in line for line in no_credentials_in_logs) == 1
+
+
+# --- The issuer: configured, never the request's Host ----------------------
+
+BILLING = 'http://billing.example.com/api'  # another API, on a host an attacker names
+
+
+def claims_of(jwt):
+    payload = jwt.split('.')[1]
+    return json.loads(base64.urlsafe_b64decode(payload + '=' * (-len(payload) % 4)))
+
+
+@pytest.mark.parametrize('token_format', ['opaque', 'jwt'])
+def test_a_token_for_another_api_is_refused_whatever_host_the_request_names(http, make_client, token_format):
+    # A client that may get tokens for this server's API and for billing's.
+    client_id, secret = make_client('svc', 'read write')
+    client = Client.find(client_id)
+    client.resources, client.token_format = f'http://localhost/api {BILLING}', token_format
+    db.session.commit()
+    response = http.post(TOKEN_URL, data={**token_form(client_id, secret), 'resource': BILLING})
+    for_billing = bearer(response.get_json()['access_token'])
+    as_billing = {'base_url': 'http://billing.example.com'}
+    for answer in (http.get('/api/me', headers=for_billing, **as_billing),
+                   http.get('/api/items', headers=for_billing, **as_billing),
+                   http.post('/api/items', headers=for_billing, json={'name': 'x'}, **as_billing),
+                   http.get('/api/me', headers={**for_billing, 'Host': 'billing.example.com'})):
+        assert (answer.status_code, answer.get_json()['error']) == (401, 'invalid_token')
+    assert count(Item) == 0
+
+
+def test_the_metadata_and_the_jwt_iss_name_the_configured_issuer_whatever_host_is_sent(http, make_client):
+    client_id, secret = make_client()
+    Client.find(client_id).token_format = 'jwt'
+    db.session.commit()
+    for host in ('billing.example.com', 'localhost:8080', '127.0.0.1'):
+        metadata = http.get('/.well-known/oauth-authorization-server', headers={'Host': host}).get_json()
+        assert metadata['issuer'] == 'http://localhost'
+        assert metadata['token_endpoint'] == 'http://localhost/oauth/token'
+        response = http.post(TOKEN_URL, data=token_form(client_id, secret), headers={'Host': host})
+        claims = claims_of(response.get_json()['access_token'])
+        assert (claims['iss'], claims['aud']) == ('http://localhost', 'http://localhost/api')
+
+
+@pytest.fixture
+def no_issuer(app, monkeypatch):
+    """The app as a WSGI server runs it when nobody set FLASK_OAUTH2_ISSUER."""
+    monkeypatch.setitem(app.config, 'OAUTH2_ISSUER', None)
+
+
+def test_without_an_issuer_requests_that_need_it_are_503_with_one_log_line(app, http, make_client, get_token,
+                                                                          no_issuer, no_credentials_in_logs,
+                                                                          monkeypatch):
+    client_id, secret = make_client()
+    with monkeypatch.context() as configured:  # a token issued while the issuer was set
+        configured.setitem(app.config, 'OAUTH2_ISSUER', 'http://localhost')
+        access_token = get_token(client_id, secret)
+    answers = [
+        http.get('/.well-known/oauth-authorization-server'),
+        http.post(TOKEN_URL, data=token_form(client_id, secret)),
+        http.get('/api/me', headers=bearer(access_token)),
+        http.post('/oauth/introspect', data={'token': access_token, 'client_id': client_id, 'client_secret': secret}),
+    ]
+    for answer in answers:
+        assert (answer.status_code, answer.get_json()['error']) == (503, 'temporarily_unavailable')
+        assert int(answer.headers['Retry-After']) > 0
+    said = [line for line in no_credentials_in_logs if 'FLASK_OAUTH2_ISSUER is not set' in line]
+    assert len(said) == len(answers)
+    assert not [line for line in no_credentials_in_logs if 'Traceback' in line]
+    health = http.get('/healthz')
+    assert (health.status_code, health.get_json()) == (
+        503, {'status': 'unavailable', 'failed': {'issuer': 'FLASK_OAUTH2_ISSUER is not set'}})
+
+
+@pytest.mark.parametrize(('host', 'issuer', 'said'), [
+    ('127.0.0.1', 'http://127.0.0.1:5000', ''),
+    ('localhost', 'http://localhost:5000', ''),
+    ('::1', 'http://[::1]:5000', ''),
+    ('0.0.0.0', 'http://127.0.0.1:5000', 'server.py: listening on every address: set FLASK_OAUTH2_ISSUER'),  # noqa: S104
+    ('::', 'http://127.0.0.1:5000', 'server.py: listening on every address: set FLASK_OAUTH2_ISSUER'),
+])
+def test_python_server_py_takes_the_issuer_from_the_address_it_listens_on(app, no_issuer, capsys, host, issuer,
+                                                                          said):
+    from production.settings import set_development_issuer
+    set_development_issuer(app, host, 5000)
+    assert app.config['OAUTH2_ISSUER'] == issuer
+    err = capsys.readouterr().err
+    assert err.startswith(said) and len(err.splitlines()) == (1 if said else 0)
+
+
+def test_python_server_py_keeps_a_configured_issuer(app, monkeypatch):
+    from production.settings import set_development_issuer
+    monkeypatch.setitem(app.config, 'OAUTH2_ISSUER', 'https://auth.example.com')
+    set_development_issuer(app, '0.0.0.0', 5000)  # noqa: S104
+    assert app.config['OAUTH2_ISSUER'] == 'https://auth.example.com'
