@@ -71,7 +71,8 @@ class Gunicorn:
         with open(log, 'a') as out:
             self.process = subprocess.Popen(
                 [PYTHON, '-m', 'gunicorn', '-w', '2', '-b', f'127.0.0.1:{self.port}', '--chdir', str(chdir), app],
-                cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                cwd=ROOT, env={**os.environ, 'FLASK_OAUTH2_ISSUER': self.url, **env}, stdout=out,
+                stderr=subprocess.STDOUT, start_new_session=True)  # the project's gunicorn.conf.py requires an issuer
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
