@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import re
 import secrets
+import unicodedata
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 
@@ -34,7 +34,34 @@ PRIVATE_KEY_JWT = "private_key_jwt"
 _DUMMY_SECRET_HASH = generate_password_hash(secrets.token_urlsafe(32), SECRET_HASH_METHOD)
 
 NAME_MAX_LENGTH = 200
-CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+# What no name may hold, by Unicode category, the same on every database:
+# controls (Cc: C0 such as NUL, which PostgreSQL cannot store; DEL; C1 such
+# as U+009B, a terminal's escape); format characters (Cf: bidi overrides and
+# isolates U+202A-202E and U+2066-2069, the marks U+200E, U+200F and U+061C,
+# zero-width spaces and joiners, the soft hyphen, tags), which make a
+# terminal or a page show other text than the one stored; line and paragraph
+# separators (Zl, Zp); surrogates (Cs, not text), private-use (Co) and
+# unassigned (Cn) code points. The zero-width joiner goes too: it builds
+# emoji sequences, but it hides between letters as well, and a client's name
+# needs no emoji family.
+HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
+
+
+def hidden_character(text: str) -> str | None:
+    """The first character of `text` that a reader would not see as it is, or None."""
+    if text.isprintable():  # at C speed: none of those categories (Python's definition of printable)
+        return None
+    return next((c for c in text if unicodedata.category(c) in HIDDEN_CATEGORIES), None)
+
+
+def visible(text: str) -> str:
+    """`text` to print on a terminal: each character hidden_character would
+    find written as its escape (U+202E as \\u202e). For rows stored before
+    names were checked, and for anything else the database may hold."""
+    if text.isprintable():
+        return text
+    return "".join(c.encode("unicode_escape").decode("ascii") if unicodedata.category(c) in HIDDEN_CATEGORIES
+                   else c for c in text)
 
 
 def check_name(name: object) -> str:
@@ -44,8 +71,9 @@ def check_name(name: object) -> str:
     name = name.strip()
     if len(name) > NAME_MAX_LENGTH:
         raise ValueError(f'"name" must be at most {NAME_MAX_LENGTH} characters.')
-    if CONTROL_CHARACTERS.search(name):  # PostgreSQL cannot store NUL; none belongs in a name
-        raise ValueError('"name" must not contain control characters.')
+    hidden = hidden_character(name)
+    if hidden is not None:
+        raise ValueError(f'"name" must not contain control characters or invisible ones (U+{ord(hidden):04X}).')
     return name
 
 

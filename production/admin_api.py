@@ -2,7 +2,7 @@
 infrastructure-as-code, without a shell on the server.
 
     POST   /admin/clients                         register (201; the secret, once)
-    GET    /admin/clients                         list
+    GET    /admin/clients?limit=N&after=CLIENT_ID a page of clients, in client_id order
     GET    /admin/clients/CLIENT_ID               show
     PATCH  /admin/clients/CLIENT_ID               change client_name, scope, ...
     DELETE /admin/clients/CLIENT_ID               delete, with its tokens and items (204)
@@ -16,20 +16,28 @@ token_endpoint_auth_method, jwks); metadata it does not know is ignored, as
 RFC 7591 §2 says. Each route needs a token with the `admin` scope, which no
 client has unless given (`create-client NAME --scope admin`). The operations
 are production/client_admin.py's, the ones the command line runs.
+
+The list comes a page at a time: `{"clients": [...], "next": "/admin/clients?
+after=CLIENT_ID&limit=N"}`, `limit` from 1 to 1000 (100 by default), `after`
+the last client_id of the page before; `next` is there while more follow.
+A client deleted or added meanwhile never makes a page repeat or skip another.
 """
 from __future__ import annotations
 
 import json
+import re
 
-from flask import Blueprint, request
+from flask import Blueprint, request, url_for
 from oauthlib.oauth2.rfc6749 import errors
 
-from models import Client
+from models import Client, storable
 from production import client_admin
 
 # An answer that carries a client secret is never cached, as a token
 # response is not (RFC 6749 §5.1).
 NOT_CACHED = {'Cache-Control': 'no-store', 'Pragma': 'no-cache'}
+PAGE_LIMIT, PAGE_MAX_LIMIT = 100, 1000
+CLIENT_ID_MAX_LENGTH = Client.__table__.c.client_id.type.length
 
 
 class InvalidClientMetadataError(errors.OAuth2Error):
@@ -111,8 +119,27 @@ def create_client():
     return answer, 201, NOT_CACHED
 
 
+def page_limit(value: str | None) -> int:
+    if value is None:
+        return PAGE_LIMIT
+    if not re.fullmatch('[0-9]{1,4}', value) or not 1 <= int(value) <= PAGE_MAX_LIMIT:
+        raise errors.InvalidRequestError(description=f'"limit" must be a whole number from 1 to {PAGE_MAX_LIMIT}.')
+    return int(value)
+
+
+def page_after(value: str | None) -> str | None:
+    if value is not None and not (storable(value) and len(value) <= CLIENT_ID_MAX_LENGTH):
+        raise errors.InvalidRequestError(description='"after" must be a client_id: the last one of the page before.')
+    return value
+
+
 def list_clients():
-    return {'clients': [registration(client, live_tokens) for client, live_tokens in client_admin.all_clients()]}
+    limit, after = page_limit(request.args.get('limit')), page_after(request.args.get('after'))
+    page, more = client_admin.clients_page(after, limit)
+    answer = {'clients': [registration(client, live_tokens) for client, live_tokens in page]}
+    if more:  # a path, not a URL: nothing here comes from the request's Host
+        answer['next'] = url_for('admin.list_clients', after=page[-1][0].client_id, limit=limit)
+    return answer
 
 
 def show_client(client_id):

@@ -10,6 +10,7 @@ without `scope` gets every scope (RFC 6749 §3.3).
 """
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 from flask import current_app, request
@@ -18,6 +19,10 @@ from oauthlib.oauth2.rfc6749 import errors
 from production.settings import issuer
 
 RESOURCE_MAX_LENGTH = 500
+# RFC 3986 §2: a URI is ASCII letters, digits and these marks; anything else
+# (a space, a control character, NUL, a bidi override, any non-ASCII letter)
+# is percent-encoded first. The same on every database.
+URI_CHARACTERS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*")
 
 
 class InvalidTargetError(errors.OAuth2Error):
@@ -28,13 +33,16 @@ class InvalidTargetError(errors.OAuth2Error):
 
 def check_resource(uri: str) -> str:
     """A resource indicator as RFC 8707 §2 wants it; ValueError says what is wrong."""
+    if len(uri) > RESOURCE_MAX_LENGTH:
+        raise ValueError(f'a resource must be at most {RESOURCE_MAX_LENGTH} characters')
+    if not URI_CHARACTERS.fullmatch(uri):
+        raise ValueError(f"a resource must be an absolute URI of ASCII letters, digits and -._~:/?#[]@!$&'()*+,;=% "
+                         f'(RFC 3986 §2: percent-encode the rest), not {uri[:100]!r}')
     parts = urlsplit(uri)
-    if not parts.scheme or not (parts.netloc or parts.path) or any(c.isspace() for c in uri):
+    if not parts.scheme or not (parts.netloc or parts.path):
         raise ValueError(f'a resource must be an absolute URI, not {uri[:100]!r}')
     if parts.fragment or uri.endswith('#'):
         raise ValueError(f'a resource must not have a fragment: {uri[:100]!r}')
-    if len(uri) > RESOURCE_MAX_LENGTH:
-        raise ValueError(f'a resource must be at most {RESOURCE_MAX_LENGTH} characters')
     return uri
 
 

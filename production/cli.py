@@ -12,7 +12,7 @@ import click
 from flask import Blueprint, current_app
 from sqlalchemy.exc import SQLAlchemyError
 
-from models import Client, check_name, db
+from models import Client, check_name, db, visible
 from production import audit, client_admin
 from production.database import database_error_line, upgrade_schema
 from production.housekeeping import purge_dead_rows
@@ -87,7 +87,7 @@ def echo_client(shown: dict, as_json: bool) -> None:
     for key, value in shown.items():
         if isinstance(value, list):
             value = ' '.join(value) or '(none)'
-        click.echo(f'{key + ":":29}{"-" if value is None else value}')
+        click.echo(f'{key + ":":29}{"-" if value is None else visible(str(value))}')
 
 
 client_id_argument = click.argument('client_id', metavar='CLIENT_ID')
@@ -153,7 +153,7 @@ def list_clients_command(as_json):
         return
     for client in clients:
         state = 'disabled' if client.disabled else 'enabled'
-        click.echo(f'{client.client_id}\t{client.name}\t{client.scope}\t{state}')
+        click.echo('\t'.join(visible(field) for field in (client.client_id, client.name, client.scope, state)))
     if not clients:
         click.echo('No clients yet: flask --app server create-client NAME', err=True)
 
@@ -258,7 +258,7 @@ def delete_client_command(client_id, yes):
     """Delete a client with its tokens and items."""
     client = existing_client(client_id)
     if not yes:
-        click.confirm(f'Delete {client.client_id} ({client.name}), its tokens and its items?', abort=True)
+        click.confirm(f'Delete {client.client_id} ({visible(client.name)}), its tokens and its items?', abort=True)
     run(client_admin.delete, client)
     click.echo(f'Deleted {client_id}.')
 

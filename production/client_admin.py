@@ -18,6 +18,8 @@ from production.client_assertions import check_jwks
 
 MAX_TOKEN_LIFETIME = 366 * 24 * 3600
 MAX_GRACE = 30 * 24 * 3600
+MAX_RESOURCES = 20
+RESOURCES_MAX_LENGTH = Client.__table__.c.resources.type.length  # what the column holds, space-separated
 TOKEN_FORMATS = ('opaque', 'jwt')
 AUTH_METHODS = ('client_secret_basic', 'private_key_jwt')
 UNCHANGED = object()  # an update leaves the field as it is
@@ -69,9 +71,17 @@ def check_format(token_format) -> str | None:
 
 
 def check_resources(resources) -> list[str]:
+    """At most MAX_RESOURCES URIs, RESOURCES_MAX_LENGTH characters in all as
+    stored (each token copies its audience from them): checked here, so that
+    every database gives the same answer."""
     if not isinstance(resources, (list, tuple)) or not all(isinstance(uri, str) for uri in resources):
         raise ValueError('"resources" must be a list of absolute URIs')
-    return [check_resource(uri) for uri in dict.fromkeys(resources)]
+    if len(resources) > MAX_RESOURCES:
+        raise ValueError(f'"resources" must list at most {MAX_RESOURCES} URIs')
+    uris = [check_resource(uri) for uri in dict.fromkeys(resources)]
+    if len(' '.join(uris)) > RESOURCES_MAX_LENGTH:
+        raise ValueError(f'"resources" must be at most {RESOURCES_MAX_LENGTH} characters in all (a space between two)')
+    return uris
 
 
 def check_jwks_value(jwks) -> str:
@@ -108,11 +118,17 @@ def describe(client: Client, live_tokens: int | None = None) -> dict:
             'previous_secret_valid_until': grace_ends and grace_ends.isoformat()}
 
 
-def all_clients() -> list[tuple[Client, int]]:
-    """Every client with how many live tokens it has: two queries, however many clients there are."""
-    clients = db.session.scalars(db.select(Client).order_by(Client.id)).all()
-    live = Token.live_counts()
-    return [(client, live.get(client.id, 0)) for client in clients]
+def clients_page(after: str | None, limit: int) -> tuple[list[tuple[Client, int]], bool]:
+    """Up to `limit` clients in client_id order, those after the client id
+    `after` (which need not exist any more), each with how many live tokens
+    it has, and whether more follow: two queries, however long the page."""
+    query = db.select(Client).order_by(Client.client_id).limit(limit + 1)
+    if after is not None:
+        query = query.where(Client.client_id > after)
+    clients = db.session.scalars(query).all()
+    clients, more = clients[:limit], len(clients) > limit
+    live = Token.live_counts(Token.client_pk.in_([client.id for client in clients])) if clients else {}
+    return [(client, live.get(client.id, 0)) for client in clients], more
 
 
 def create(name, *, scope='read write', token_lifetime=None, token_format=None, resources=(),

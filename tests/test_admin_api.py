@@ -93,8 +93,9 @@ def test_the_command_line_writes_the_same_audit_event_as_cli(app, no_credentials
 
 def test_list_and_show(http, admin, make_client):
     other, _ = make_client('other')
-    listed = http.get(ADMIN, headers=admin[1]).get_json()['clients']
-    assert [client['client_id'] for client in listed] == [admin[0], other]
+    listed = http.get(ADMIN, headers=admin[1]).get_json()
+    assert sorted(client['client_id'] for client in listed['clients']) == sorted([admin[0], other])
+    assert 'next' not in listed  # the only page
     shown = http.get(f'{ADMIN}/{other}', headers=admin[1])
     assert shown.status_code == 200 and shown.get_json()['client_name'] == 'other'
     missing = http.get(f'{ADMIN}/no-such-client', headers=admin[1])
@@ -347,3 +348,158 @@ def test_client_py_registers_a_client_in_one_command(live_server, make_client, c
     assert Client.find(created['client_id']) is not None
     assert client_module.main([*args, 'register', 'x', '--client-scope', 'superuser']) == 1
     assert capsys.readouterr().err.startswith('client.py: invalid_client_metadata: unknown scope')
+
+
+# --- Hostile values: checked in the code, the same answer on every database ---
+
+# Names a terminal or a page would show as other text than is stored, and what cannot be stored at all.
+HOSTILE_NAMES = {'nul': 'a\x00b', 'escape': 'a\x1b[2Jb', 'c1-csi': 'a\x9b31mb', 'rtl-override': 'a\u202eb',
+                 'isolate': 'a\u2066b', 'rtl-mark': 'a\u200fb', 'arabic-mark': 'a\u061cb', 'zero-width': 'a\u200bb',
+                 'joiner': 'a\u200db', 'soft-hyphen': 'a\u00adb', 'bom': 'a\ufeffb', 'tag': 'a\U000e0041b',
+                 'line-separator': 'a\u2028b', 'surrogate': 'a\ud800b', 'private-use': 'a\ue000b',
+                 'unassigned': 'a\u0378b'}
+URI = 'https://api.example/'
+HOSTILE_RESOURCES = {
+    'nul': ([URI + '\x00'], 'a resource must be an absolute URI of ASCII'),
+    'control': ([URI + '\x01'], 'a resource must be an absolute URI of ASCII'),
+    'space': ([URI + 'a b'], 'a resource must be an absolute URI of ASCII'),
+    'tab': ([URI + 'a\tb'], 'a resource must be an absolute URI of ASCII'),
+    'rtl-override': ([URI + '\u202e'], 'a resource must be an absolute URI of ASCII'),
+    'non-ascii': (['https://bücher.example/api'], 'a resource must be an absolute URI of ASCII'),
+    'one-too-long': ([URI + 'a' * 490], 'a resource must be at most 500 characters'),
+    'too-many': ([f'{URI}{n}' for n in range(21)], '"resources" must list at most 20 URIs'),
+    'too-long-in-all': ([f'{URI}{n}/' + 'a' * 450 for n in range(9)], '"resources" must be at most 4000 characters'),
+    '59-kb': ([f'{URI}{n}/' + 'a' * 470 for n in range(120)], '"resources" must list at most 20 URIs'),
+}
+
+
+def client_row(client_id):
+    db.session.expire_all()
+    client = Client.find(client_id)
+    return client.name, client.resources
+
+
+@pytest.mark.parametrize('name', HOSTILE_NAMES.values(), ids=HOSTILE_NAMES.keys())
+def test_a_name_with_control_or_invisible_characters_is_refused_by_the_api_and_the_cli(app, http, admin,
+                                                                                       make_client, name):
+    hidden = f'U+{ord(name[1]):04X}'
+    said = f'"name" must not contain control characters or invisible ones ({hidden}).'
+    created = http.post(ADMIN, json={'client_name': name}, headers=admin[1])
+    assert (created.status_code, created.get_json()) == (400, {'error': 'invalid_client_metadata',
+                                                               'error_description': said})
+    client_id, _ = make_client('svc')
+    renamed = http.patch(f'{ADMIN}/{client_id}', json={'client_name': name}, headers=admin[1])
+    assert (renamed.status_code, renamed.get_json()['error_description']) == (400, said)
+    runner = app.test_cli_runner()
+    for args in (['create-client', name], ['update-client', client_id, '--name', name]):
+        result = runner.invoke(args=args)
+        assert result.exit_code == 2 and said in result.stderr, result.output
+    assert db.session.scalar(db.select(db.func.count(Client.id))) == 2  # the admin and svc
+    assert client_row(client_id) == ('svc', '')
+
+
+@pytest.mark.parametrize(('resources', 'said'), HOSTILE_RESOURCES.values(), ids=HOSTILE_RESOURCES.keys())
+def test_hostile_resources_are_refused_by_the_api_and_the_cli(app, http, admin, make_client, resources, said):
+    created = http.post(ADMIN, json={'client_name': 'svc', 'resources': resources}, headers=admin[1])
+    assert created.status_code == 400
+    assert created.get_json()['error'] == 'invalid_client_metadata'
+    assert created.get_json()['error_description'].startswith(said)
+    client_id, _ = make_client('svc')
+    updated = http.patch(f'{ADMIN}/{client_id}', json={'resources': resources}, headers=admin[1])
+    assert (updated.status_code, updated.get_json()['error']) == (400, 'invalid_client_metadata')
+    assert updated.get_json()['error_description'] == created.get_json()['error_description']
+    options = [part for uri in resources for part in ('--resource', uri)]
+    runner = app.test_cli_runner()
+    for args in (['create-client', 'cli-svc', *options], ['update-client', client_id, *options]):
+        result = runner.invoke(args=args)
+        assert result.exit_code == 2 and said in result.stderr, result.output
+    assert db.session.scalar(db.select(db.func.count(Client.id))) == 2
+    assert client_row(client_id) == ('svc', '')
+
+
+def test_the_most_resources_a_client_may_have_are_stored_and_used(http, admin):
+    resources = [f'{URI}{n}/' + 'a' * 170 for n in range(20)]  # 20 URIs, 3,919 characters with the spaces
+    created = http.post(ADMIN, json={'client_name': 'svc', 'resources': resources}, headers=admin[1]).get_json()
+    assert created['resources'] == resources
+    token = http.post(TOKEN_URL, data={**token_form(created['client_id'], created['client_secret']),
+                                       'resource': resources[-1]})
+    assert token.status_code == 200
+
+
+def test_the_cli_prints_names_stored_before_the_check_escaped(app, make_client):
+    # A row as an older release, or a hand-written SQL statement, may have left it.
+    client, _ = Client.create('\x1b[2J\u202eevil\x9b', 'read')
+    db.session.commit()
+    runner = app.test_cli_runner()
+    for args in (['list-clients'], ['show-client', client.client_id]):
+        output = runner.invoke(args=args).output
+        assert '\\x1b[2J\\u202eevil\\x9b' in output
+        assert not {'\x1b', '\u202e', '\x9b'} & set(output)
+    assert '\t\\x1b[2J\\u202eevil\\x9b\tread\tenabled' in runner.invoke(args=['list-clients']).output
+
+
+# --- The list, a page at a time --------------------------------------------
+
+
+def add_clients(number):
+    """`number` clients, in one statement: what a large deployment has."""
+    db.session.execute(db.insert(Client), [
+        {'client_id': f'bulk-{n:05d}', 'name': f'bulk {n}', 'secret_hash': 'x', 'scope': 'read'}
+        for n in range(number)])
+    db.session.commit()
+
+
+def walk(http, headers, path=ADMIN, between_pages=None):
+    """Every page from `path` on, following `next`: the pages' client ids."""
+    pages = []
+    while path:
+        response = http.get(path, headers=headers)
+        assert response.status_code == 200, response.get_json()
+        pages.append([client['client_id'] for client in response.get_json()['clients']])
+        path = response.get_json().get('next')
+        if path and between_pages:
+            between_pages(pages[-1])
+    return pages
+
+
+def flat(pages):
+    return [client_id for page in pages for client_id in page]
+
+
+def in_database_order():
+    db.session.expire_all()
+    return list(db.session.scalars(db.select(Client.client_id).order_by(Client.client_id)))
+
+
+def test_the_pages_walk_every_client_once_in_bounded_pages(http, admin):
+    add_clients(2050)
+    everyone = in_database_order()
+    assert len(everyone) == 2051  # and the admin
+    pages = walk(http, admin[1])
+    assert [len(page) for page in pages] == [100] * 20 + [51]  # 100 by default
+    assert flat(pages) == everyone  # no duplicate, no gap, in client_id order
+    pages = walk(http, admin[1], f'{ADMIN}?limit=1000')
+    assert [len(page) for page in pages] == [1000, 1000, 51]
+    assert flat(pages) == everyone
+
+
+def test_a_client_deleted_or_added_between_pages_makes_no_page_repeat_or_skip(http, admin):
+    add_clients(250)
+    before = in_database_order()
+
+    def change(page):  # the client the next page starts after is deleted; another one is added before it
+        db.session.execute(db.delete(Client).where(Client.client_id == page[-1]))
+        db.session.execute(db.insert(Client), [{'client_id': f'0-new-{page[-1]}', 'name': 'new', 'secret_hash': 'x'}])
+        db.session.commit()
+    pages = walk(http, admin[1], f'{ADMIN}?limit=100', between_pages=change)
+    seen = flat(pages)
+    assert len(seen) == len(set(seen)) == len(before)
+    assert seen == before  # the deleted ones were seen before they went; the new one sorts before every page
+
+
+@pytest.mark.parametrize('query', ['limit=0', 'limit=1001', 'limit=-1', 'limit=ten', 'limit=1.5', 'limit=',
+                                   'limit=99999999999999', 'limit=%C2%B2', 'after=' + 'x' * 65, 'after=a%00b'])
+def test_bad_page_parameters_are_invalid_request(http, admin, query):
+    response = http.get(f'{ADMIN}?{query}', headers=admin[1])
+    assert response.status_code == 400 and response.mimetype == 'application/json'
+    assert response.get_json()['error'] == 'invalid_request'

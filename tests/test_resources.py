@@ -147,9 +147,11 @@ def test_malformed_query_strings_are_400(http, token, query):
     assert response.get_json()['error'] == 'invalid_request'
 
 
-@pytest.mark.parametrize('name', ['nul\x00inside', 'line\nbreak', 'bell\x07'])
-def test_control_characters_in_a_name_are_refused(http, token, name):
-    # PostgreSQL cannot store NUL: without this check it would be a 5xx there.
+@pytest.mark.parametrize('name', ['nul\x00inside', 'line\nbreak', 'bell\x07', 'c1\x9bcsi', 'rtl\u202eoverride',
+                                  'zero\u200bwidth', 'lone\ud800surrogate', 'line\u2028separator'])
+def test_control_and_invisible_characters_in_a_name_are_refused(http, token, name):
+    # The same rule as a client's name (models.check_name), on every database:
+    # PostgreSQL cannot store NUL or a surrogate, and would answer a 5xx there.
     response = http.post('/api/items', json={'name': name}, headers=bearer(token))
     assert response.status_code == 400
     assert 'control characters' in response.get_json()['error_description']
