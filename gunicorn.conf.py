@@ -23,8 +23,12 @@ access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s "%(
 # its figures to files in PROMETHEUS_MULTIPROC_DIR and /metrics adds them up.
 # Set here, before the workers are forked, so that each inherits it; without
 # it each worker would report only its own share. The folder is emptied
-# before the workers start and a dead worker's live files are dropped, as
-# the library's documentation asks; one made here is removed at exit.
+# before the workers start and a dead worker's live gauge file is dropped
+# (child_exit), as the library's documentation asks; one made here is
+# removed at exit. A dead worker's counter and histogram files stay, or the
+# totals would drop: the folder gains two files (64 KiB each, mostly sparse)
+# a worker started, so with --max-requests N about two every N requests a
+# worker, until the next start empties it.
 import os as _os  # noqa: E402 - gunicorn reads this module's public names as settings
 import shutil as _shutil  # noqa: E402
 import tempfile as _tempfile  # noqa: E402
@@ -45,6 +49,11 @@ def on_starting(server):
     for name in _os.listdir(folder):
         if name.endswith('.db'):
             _os.remove(_os.path.join(folder, name))
+
+
+def post_worker_init(worker):
+    from production.metrics import GUNICORN_WORKERS  # imported by the app, in this worker, by now
+    GUNICORN_WORKERS.set(1)
 
 
 def child_exit(server, worker):

@@ -7,6 +7,12 @@ up. gunicorn.conf.py makes and empties that folder (the library's
 documentation: wipe it before the server starts, mark dead workers). Under
 `python server.py` (one process) the library's default registry serves.
 
+A worker that exits (gunicorn's --max-requests, a crash, a reload) leaves its
+counter and histogram files behind, on purpose: the totals would drop
+without them. The folder so gains two small files a worker started, until
+the server restarts; only the live gauge's file goes with its worker
+(prometheus_client's mark_process_dead, from gunicorn.conf.py's child_exit).
+
 Labels stay bounded: an endpoint name, a token format, a fixed set of
 refusal reasons; never a client id, a token or an address.
 
@@ -26,6 +32,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -38,6 +45,10 @@ REQUESTS_THROTTLED = Counter('oauth_requests_throttled', 'Requests refused by a 
 TOKENS_REVOKED = Counter('oauth_tokens_revoked', 'Access tokens revoked (RFC 7009).')
 INTROSPECTIONS = Counter('oauth_introspections', 'Introspection answers (RFC 7662), by result.', ['active'])
 DATABASE_ERRORS = Counter('oauth_database_errors', 'Requests answered 503 because the database failed.')
+# Set to 1 by each gunicorn worker once it has loaded the app (gunicorn.conf.py);
+# livesum: the live ones add up, a dead one's file goes with mark_process_dead.
+GUNICORN_WORKERS = Gauge('oauth_gunicorn_workers', 'gunicorn workers running (0 without gunicorn).',
+                         multiprocess_mode='livesum')
 REQUEST_DURATION = Histogram('oauth_request_duration_seconds', 'Time to answer a request, by endpoint.',
                              ['endpoint'], buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5))
 

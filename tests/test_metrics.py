@@ -200,3 +200,47 @@ def test_a_bad_allowed_address_stops_the_server_in_one_line():
     result = run_python('-c', 'import server', env={'FLASK_METRICS_ALLOWED_ADDRESSES': '["10.0.0.0/33"]'})
     assert result.returncode != 0 and 'Traceback' not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith('FLASK_METRICS_ALLOWED_ADDRESSES: ')
+
+
+def worker_pids(master_pid) -> set:
+    """The pids of gunicorn's live workers: its master's children (Linux)."""
+    children = f'/proc/{master_pid}/task/{master_pid}/children'
+    with open(children) as listed:
+        return {int(pid) for pid in listed.read().split()}
+
+
+def pids_of(folder, prefix) -> set:
+    return {int(name.removesuffix('.db').rsplit('_', 1)[1]) for name in os.listdir(folder) if name.startswith(prefix)}
+
+
+@pytest.mark.skipif('sqlite' not in SERVER_KINDS, reason='the first pass ran it')
+def test_restarted_workers_keep_their_counts_and_drop_their_live_gauge(start_gunicorn, tmp_path):
+    folder, database_url = tmp_path / 'metrics', f'sqlite:///{tmp_path}/restarts.sqlite'
+    server_ = start_gunicorn(database_url, workers=2, PROMETHEUS_MULTIPROC_DIR=str(folder),
+                             GUNICORN_CMD_ARGS='--max-requests 15')
+    credentials = create_client(database_url)
+    for _ in range(90):  # about six worker restarts
+        answer = requests.post(f'{server_.url}/oauth/token', data=token_form(*credentials), timeout=10)
+        assert answer.status_code == 200
+    booted = {int(line.rsplit(' ', 1)[1]) for line in server_.log_path.read_text().splitlines()
+              if 'Booting worker with pid: ' in line}
+    assert len(booted) >= 5  # workers were restarted
+    # Once gunicorn has reaped the dead: a live gauge file for each live worker, none for a dead one.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and pids_of(folder, 'gauge_livesum_') != worker_pids(server_.process.pid):
+        time.sleep(0.2)
+    live = worker_pids(server_.process.pid)
+    assert len(live) == 2 and pids_of(folder, 'gauge_livesum_') == live
+    # The dead workers' counters stay, so that the totals never drop: at most
+    # one counter and one histogram file a worker ever started.
+    assert live < pids_of(folder, 'counter_') <= booted
+    assert pids_of(folder, 'histogram_') <= booted
+    assert {name.split('_', 1)[0] for name in os.listdir(folder)} == {'counter', 'histogram', 'gauge'}
+    workers, deadline = [], time.monotonic() + 30
+    while time.monotonic() < deadline and workers[-2:] != [2, 2]:  # a scrape may restart a worker: wait for both
+        samples = scrape(requests.get(f'{server_.url}/metrics', timeout=10).text)
+        # Whichever worker answers, whichever have died: every token counted.
+        assert value(samples, 'oauth_tokens_issued_total', token_format='opaque', grant_type='client_credentials') == 90
+        assert value(samples, 'oauth_request_duration_seconds_count', endpoint='access_token') == 90
+        workers.append(value(samples, 'oauth_gunicorn_workers'))
+    assert workers[-2:] == [2, 2] and max(workers) == 2  # never a dead worker's
