@@ -184,6 +184,20 @@ MUTATIONS = [
     Mutation('the batch purge deletes revoked tokens', 'production/housekeeping.py',
              'Token.purge(batch, batches=1, revoked=False)', 'Token.purge(batch, batches=1)',
              ('tests/test_storage.py::test_the_servers_batch_purge_deletes_expired_tokens_only',)),
+    Mutation('the issuer taken from the Host again', 'production/settings.py',
+             "    configured = current_app.config['OAUTH2_ISSUER']\n",
+             "    configured = current_app.config['OAUTH2_ISSUER'] or request.url_root\n",
+             ('tests/test_hardening.py::test_a_token_for_another_api_is_refused_whatever_host_the_request_names',)),
+    Mutation('Redis waited for as long as its client likes', 'production/bruteforce.py',
+             "REDIS_OPTIONS = {'socket_connect_timeout': 1, 'socket_timeout': 1}", 'REDIS_OPTIONS = {}',
+             ('tests/test_outage.py::test_a_redis_outage_is_503_at_client_authentication_then_service_returns[hung]',)),
+    Mutation('invisible characters in a name', 'models.py', '    if hidden is not None:', '    if False:',
+             (M + 'test_a_name_with_control_or_invisible_characters_is_refused_by_the_api_and_the_cli',)),
+    Mutation("no cap on a client's resources", 'production/client_admin.py',
+             '    if len(resources) > MAX_RESOURCES:', '    if False:',
+             (M + 'test_hostile_resources_are_refused_by_the_api_and_the_cli',)),
+    Mutation("a dead worker's live gauge kept", 'gunicorn.conf.py', '    multiprocess.mark_process_dead(worker.pid)',
+             '    pass', ('tests/test_metrics.py::test_restarted_workers_keep_their_counts_and_drop_their_live_gauge',)),
 ]
 
 
