@@ -83,6 +83,9 @@ def configure(app) -> None:
     """The defaults, then whatever the environment overrides."""
     app.config.update(DEFAULTS)
     app.config.from_prefixed_env()
+    # Set by server.main() alone, never by the environment: it lets the
+    # development server keep a JWT signing key without a passphrase.
+    app.config['DEVELOPMENT_SERVER'] = False
     for key, choices in CHOICES.items():
         if app.config[key] not in choices:
             raise SystemExit(f'FLASK_{key} is {app.config[key]!r}; it must be one of: {", ".join(choices)}')

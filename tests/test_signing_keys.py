@@ -96,10 +96,14 @@ def test_without_a_passphrase_no_key_is_made_outside_the_development_server(app,
     assert stored_keys() == []
 
 
-def test_gunicorn_without_a_passphrase_answers_503_and_stores_no_key(start_gunicorn, tmp_path):
+@pytest.mark.parametrize('claims_development', [False, True], ids=['plain', 'claims-to-be-the-dev-server'])
+def test_gunicorn_without_a_passphrase_answers_503_and_stores_no_key(start_gunicorn, tmp_path, claims_development):
+    # Only python server.py itself may keep a key in clear: an environment
+    # that names the flag it sets (FLASK_DEVELOPMENT_SERVER) changes nothing.
     database_url = f'sqlite:///{tmp_path}/no-passphrase.sqlite'
     server = start_gunicorn(database_url, workers=1, FLASK_SIGNING_KEY_PASSPHRASE='',
-                            FLASK_ACCESS_TOKEN_FORMAT='jwt')
+                            FLASK_ACCESS_TOKEN_FORMAT='jwt',
+                            **({'FLASK_DEVELOPMENT_SERVER': 'true'} if claims_development else {}))
     credentials = create_client(database_url)
     answer = requests.post(f'{server.url}/oauth/token', data=token_form(*credentials), timeout=10)
     assert (answer.status_code, answer.json()['error'], answer.headers['Retry-After']) == (
