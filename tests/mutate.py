@@ -186,7 +186,7 @@ MUTATIONS = [
     Mutation('the issuer taken from the Host again', 'production/settings.py',
              "    configured = current_app.config['OAUTH2_ISSUER']\n",
              "    configured = current_app.config['OAUTH2_ISSUER'] or request.url_root\n",
-             ('tests/test_hardening.py::test_a_token_for_another_api_is_refused_whatever_host_the_request_names',)),
+             ('tests/test_hardening.py::test_without_an_issuer_requests_that_need_it_are_503_with_one_log_line',)),
     Mutation('Redis waited for as long as its client likes', 'production/bruteforce.py',
              "REDIS_OPTIONS = {'socket_connect_timeout': 1, 'socket_timeout': 1}", 'REDIS_OPTIONS = {}',
              ('tests/test_outage.py::test_a_redis_outage_is_503_at_client_authentication_then_service_returns[hung]',)),

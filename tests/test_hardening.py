@@ -361,8 +361,8 @@ def test_without_an_issuer_requests_that_need_it_are_503_with_one_log_line(app, 
         http.post('/oauth/introspect', data={'token': access_token, 'client_id': client_id, 'client_secret': secret}),
     ]
     for answer in answers:
-        assert (answer.status_code, answer.get_json()['error']) == (503, 'temporarily_unavailable')
-        assert int(answer.headers['Retry-After']) > 0
+        assert (answer.status_code, answer.get_json().get('error')) == (503, 'temporarily_unavailable')
+        assert int(answer.headers.get('Retry-After', 0)) > 0
     said = [line for line in no_credentials_in_logs if 'FLASK_OAUTH2_ISSUER is not set' in line]
     assert len(said) == len(answers)
     assert not [line for line in no_credentials_in_logs if 'Traceback' in line]
