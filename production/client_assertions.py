@@ -12,8 +12,9 @@ key next to the old one, switching, then removing the old one.
 
 The checks are RFC 7523 §3's, each failure a plain `invalid_client` with
 the reason in the audit log only. A `jti` is accepted once: it is kept in the
-database as long as the assertion is accepted (its exp, plus the clock skew
-allowed on it), so a replay fails on every worker and every app server.
+replay store (production/replay.py) as long as the assertion is accepted
+(its exp, plus the clock skew allowed on it), so a replay fails on every
+worker and every app server.
 Whoever an assertion names, checking it costs one signature check, so that
 its time does not tell whether that client exists.
 """
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import hashlib
 import json
 import secrets
 import time
@@ -34,11 +34,9 @@ from joserfc.errors import ClaimError, ExpiredTokenError, JoseError, SecurityWar
 from joserfc.jwk import ECKey, Key, KeySet, OKPKey, RSAKey
 from joserfc.jwt import JWTClaimsRegistry, Token
 from oauthlib.oauth2.rfc6749 import errors
-from sqlalchemy import String, text
-from sqlalchemy.orm import Mapped, mapped_column
 
-from models import ClientView, UTCDateTime, db, utcnow
-from production.database import execute_one
+from models import ClientView
+from production import replay
 from production.settings import issuer, public_url
 
 ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer'  # RFC 7523 §2.2
@@ -49,10 +47,11 @@ SIGNING_ALGS = ['RS256', 'ES256', 'EdDSA', 'Ed25519']
 warnings.filterwarnings('ignore', message='EdDSA is deprecated', category=SecurityWarning)
 CLOCK_SKEW = 5  # seconds a client's clock and ours may differ: the leeway on an assertion's exp and iat
 PRIVATE_MEMBERS = {'d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k'}  # RFC 7518 §6: never in a public key
-# What a registered key may be. An assertion is checked against its client's
-# key before anything proves the caller is that client, so each limit below
-# bounds what one unauthenticated request can cost; a key that could never
-# sign an accepted assertion is refused at once rather than stored.
+# What a registered key, or the key in a DPoP proof, may be. An assertion is
+# checked against its client's key before anything proves the caller is that
+# client (and a proof against the key it carries), so each limit below bounds
+# what one unauthenticated request can cost; a key that could never sign an
+# accepted assertion is refused at once rather than stored.
 MAX_KEYS = 10  # a rotation needs two at a time
 KEY_TYPES = {'RS256': 'RSA', 'ES256': 'EC', 'EdDSA': 'OKP', 'Ed25519': 'OKP'}  # of each of SIGNING_ALGS
 CURVES = {'EC': 'P-256', 'OKP': 'Ed25519'}  # those of ES256 and EdDSA (RFC 7518 §3.4, RFC 8037)
@@ -82,29 +81,6 @@ def _stand_in_keys() -> dict[str, Key]:
 STAND_IN_KEYS = _stand_in_keys()
 
 
-class UsedAssertion(db.Model):
-    """A client assertion's jti, kept while the assertion is accepted (RFC 7523 §3 item 7)."""
-
-    __tablename__ = 'used_assertions'
-
-    key: Mapped[str] = mapped_column(String(64), primary_key=True)  # SHA-256 of the client and the jti
-    expires: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
-
-    @classmethod
-    def purge(cls) -> int:
-        deleted = db.session.execute(db.delete(cls).where(cls.expires <= utcnow())).rowcount
-        db.session.commit()
-        return deleted
-
-
-# One statement, so that two workers given the same jti at the same moment
-# cannot both accept it: the second insert finds the row and returns nothing.
-# SQLite (3.35+) and PostgreSQL share this syntax.
-_REMEMBER_JTI = text('INSERT INTO used_assertions (key, expires) VALUES (:key, :expires) '
-                     'ON CONFLICT (key) DO NOTHING RETURNING key').bindparams(
-    db.bindparam('expires', type_=UTCDateTime))
-
-
 def check_jwks(document: str) -> tuple[str, list[str]]:
     """A client's JWK Set as it is stored, and its keys' kids; ValueError says
     what is wrong. Public keys that can sign an assertion this server
@@ -120,25 +96,36 @@ def check_jwks(document: str) -> tuple[str, list[str]]:
         raise ValueError(f'a JWK Set may hold at most {MAX_KEYS} keys')
     keys = []
     for number, member in enumerate(parsed['keys'], 1):
-        if not isinstance(member, dict) or member.get('kty') not in ('RSA', 'EC', 'OKP'):
-            raise ValueError(f'key {number}: only RSA, EC and OKP public keys are accepted')
-        if PRIVATE_MEMBERS & set(member):
-            raise ValueError(f'key {number} is a private key: register the public key only')
-        problem = unusable(member)
-        if problem:
-            raise ValueError(f'key {number}: {problem}')
         try:
-            key = KeySet.import_key_set({'keys': [member]}).keys[0]
-        except (JoseError, ValueError, TypeError, KeyError) as error:
-            raise ValueError(f'key {number} cannot be read: {error}') from None
-        problem = too_costly(key)
-        if problem:
-            raise ValueError(f'key {number}: {problem}')
+            key = public_key(member)
+        except ValueError as error:
+            raise ValueError(f'key {number}: {error}') from None
         keys.append({**key.as_dict(private=False), 'kid': member.get('kid') or key.thumbprint()})
     kids = [key['kid'] for key in keys]
     if len(set(kids)) != len(kids):
         raise ValueError('two keys share a kid')
     return json.dumps({'keys': keys}), kids
+
+
+def public_key(member: object) -> Key:
+    """The public key a JWK is, if it can verify a signature this server
+    accepts within the limits above: a client's registered key, or the key
+    in a DPoP proof's header (production/dpop.py). ValueError says why not."""
+    if not isinstance(member, dict) or member.get('kty') not in ('RSA', 'EC', 'OKP'):
+        raise ValueError('only RSA, EC and OKP public keys are accepted')
+    if PRIVATE_MEMBERS & set(member):
+        raise ValueError('this is a private key: use the public key only')
+    problem = unusable(member)
+    if problem:
+        raise ValueError(problem)
+    try:
+        key = KeySet.import_key_set({'keys': [member]}).keys[0]
+    except (JoseError, ValueError, TypeError, KeyError) as error:
+        raise ValueError(f'the key cannot be read: {error}') from None
+    problem = too_costly(key)
+    if problem:
+        raise ValueError(problem)
+    return key
 
 
 def unusable(member: dict) -> str:
@@ -189,7 +176,7 @@ def unverified(assertion: str, part: int) -> dict:
     try:
         segment = assertion.split('.')[part]
         value = json.loads(base64.urlsafe_b64decode(segment + '=' * (-len(segment) % 4)))
-    except (IndexError, ValueError):
+    except (IndexError, ValueError, RecursionError):  # RecursionError: JSON nested too deeply
         return {}
     return value if isinstance(value, dict) else {}
 
@@ -292,6 +279,5 @@ def remember_jti(client_id: str, jti: str, exp: float) -> bool:
     """False if this client's jti was seen before; else keep it as long as
     check_claims accepts the assertion: CLOCK_SKEW past its exp, so that a
     replay after a purge is refused too."""
-    key = hashlib.sha256(f'{client_id}\0{jti}'.encode()).hexdigest()
     expires = datetime.fromtimestamp(exp + CLOCK_SKEW, UTC)
-    return execute_one(_REMEMBER_JTI, {'key': key, 'expires': expires}, write=True) is not None
+    return replay.remember((client_id, jti), expires)

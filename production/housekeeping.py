@@ -1,7 +1,8 @@
 """Housekeeping without a cron: expired tokens and expired rate-limit
 counters are deleted a small batch at a time, after every PURGE_EVERY
 requests a process serves, so the tables stay the size of what is alive;
-so are signing keys no longer published and expired assertion ids.
+so are signing keys no longer published and the replay store's expired
+jtis (of client assertions and DPoP proofs).
 A revoked token goes when it expires; `flask --app server purge-tokens`
 deletes revoked and expired ones at once.
 """
@@ -14,8 +15,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from models import Token, db
 from production.bruteforce import RateLimitCounter
-from production.client_assertions import UsedAssertion
 from production.database import database_error_line
+from production.replay import UsedJti
 from production.signing_keys import SigningKey
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ def purge_dead_rows(batch: int | None = None) -> dict[str, int]:
     return {'tokens': Token.purge(batch, batches=1, revoked=False) if batch else Token.purge(),
             'counters': RateLimitCounter.purge(batch),
             'signing_keys': SigningKey.purge(),  # a few rows at most
-            'assertions': UsedAssertion.purge()}  # minutes old at most: an index range
+            'jtis': UsedJti.purge()}  # minutes old at most: an index range
 
 
 def init_app(app) -> None:

@@ -23,8 +23,9 @@ from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
 
 from client import ApiClient, PrivateKey
 from models import Client, db
-from production.client_assertions import ASSERTION_TYPE, UsedAssertion
+from production.client_assertions import ASSERTION_TYPE
 from production.housekeeping import purge_dead_rows
+from production.replay import UsedJti
 
 TOKEN_ENDPOINT = 'http://localhost/oauth/token'  # as the test client's requests reach it
 ISSUER = 'http://localhost'
@@ -150,7 +151,7 @@ def test_a_replayed_jti_is_refused(http, register, no_credentials_in_logs):
     assert refused(ask_token(http, signed)) == REFUSED
     assert refused(ask_token(http, assertion(client_id, key, jti='once-only'))) == REFUSED  # a new one, same jti
     assert any('"reason": "replayed_jti"' in line for line in no_credentials_in_logs)
-    assert db.session.scalar(db.select(db.func.count(UsedAssertion.key))) == 1
+    assert db.session.scalar(db.select(db.func.count(UsedJti.key))) == 1
 
 
 def test_a_replay_right_after_a_purge_is_refused(http, register):
@@ -160,7 +161,7 @@ def test_a_replay_right_after_a_purge_is_refused(http, register):
     client_id = register(key)
     signed = assertion(client_id, key, exp=int(time.time()) - 1)
     assert ask_token(http, signed).status_code == 200
-    assert purge_dead_rows(batch=1000)['assertions'] == 0  # as the server purges, every PURGE_EVERY requests
+    assert purge_dead_rows(batch=1000)['jtis'] == 0  # as the server purges, every PURGE_EVERY requests
     assert refused(ask_token(http, signed)) == REFUSED
 
 
@@ -323,6 +324,14 @@ def test_malformed_assertions_are_refused_not_500(http, register):
         assert answer.get_json()['error'] in ('invalid_request', 'invalid_client')
 
 
+def test_claims_nested_too_deeply_are_invalid_client_not_500(http):
+    # Python's JSON parser gives up on deep nesting with a RecursionError,
+    # which reached the client as a 500 before any signature was checked.
+    nested = base64.urlsafe_b64encode(b'{"sub": ' + b'[' * 20000 + b']' * 20000 + b'}').rstrip(b'=').decode()
+    answer = ask_token(http, f'eyJhbGciOiJFUzI1NiJ9.{nested}.AAAA')
+    assert (answer.status_code, answer.get_json()['error']) == (401, 'invalid_client')
+
+
 def test_one_authentication_method_at_a_time(http, register):
     key = new_key()
     client_id = register(key)
@@ -442,7 +451,7 @@ def test_expired_assertion_ids_are_purged(app, http, register):
     assert ask_token(http, assertion(client_id, key, exp=int(time.time()) - 3)).status_code == 200
     time.sleep(3)
     assert app.test_cli_runner().invoke(args=['purge-tokens']).exit_code == 0
-    assert db.session.scalar(db.select(db.func.count(UsedAssertion.key))) == 0
+    assert db.session.scalar(db.select(db.func.count(UsedJti.key))) == 0
 
 
 # --- client.py -------------------------------------------------------------
@@ -457,7 +466,7 @@ def test_client_module_signs_a_fresh_assertion_per_request(live_server, register
     token = api.auth.access_token
     assert api.introspect(token)['active'] is True  # a second assertion, with its own jti
     api.revoke()
-    assert db.session.scalar(db.select(db.func.count(UsedAssertion.key))) == 3
+    assert db.session.scalar(db.select(db.func.count(UsedJti.key))) == 3
 
 
 def test_client_script_make_key_then_authenticate(app, live_server, tmp_path, capsys):
