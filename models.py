@@ -143,6 +143,7 @@ class ClientRules:
     token_lifetime: int | None
     token_endpoint_auth_method: str
     jwks: str | None
+    dpop_bound_access_tokens: bool
     secret_hash: str
     previous_secret_hash: str | None
     previous_secret_expires: datetime | None
@@ -203,6 +204,9 @@ class TokenRules:
     # The resources (RFC 8707) it is for, space-delimited; None for this
     # server's own API only (and for tokens issued before audiences existed).
     audience: str | None
+    # DPoP (RFC 9449): the RFC 7638 thumbprint of the key it is bound to, or
+    # None for a bearer token.
+    jkt: str | None
     client: ClientRules
 
     @property
@@ -231,12 +235,20 @@ class TokenRules:
         """Meant for `resource` (RFC 8707; RFC 9068 §4: an API refuses a token not meant for it)."""
         return self.audience is None or resource in self.audience.split()
 
+    @property
+    def token_type(self) -> str:
+        """How it is sent: "DPoP" with a proof of its key (RFC 9449 §7.1), or "Bearer"."""
+        return "DPoP" if self.jkt else "Bearer"
+
     def to_introspection(self, own_api: str) -> dict:
         """RFC 7662 §2.2 claims of an active token; `own_api` is this server's API."""
         audience = [own_api] if self.audience is None else self.audience.split()
-        return {"client_id": self.client_id, "scope": " ".join(self.scopes), "token_type": "Bearer",
-                "exp": int(self.expires.timestamp()), "iat": int(self.issued_at.timestamp()),
-                "aud": aud_claim(audience)}
+        claims = {"client_id": self.client_id, "scope": " ".join(self.scopes), "token_type": self.token_type,
+                  "exp": int(self.expires.timestamp()), "iat": int(self.issued_at.timestamp()),
+                  "aud": aud_claim(audience)}
+        if self.jkt:  # RFC 9449 §6.2: the key it is bound to, for the API to check the proof against
+            claims["cnf"] = {"jkt": self.jkt}
+        return claims
 
 
 class Client(ClientRules, db.Model):
@@ -268,6 +280,9 @@ class Client(ClientRules, db.Model):
     # The resources (RFC 8707) it may ask tokens for, space-delimited absolute
     # URIs; empty means only this server's own API (production/audiences.py).
     resources: Mapped[str] = mapped_column(String(4000), default="", server_default="")
+    # RFC 9449 §5.2: every token request of this client must carry a DPoP
+    # proof, so that each of its tokens is bound to a key it holds.
+    dpop_bound_access_tokens: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     # After a rotation with a grace period the old secret keeps working until
     # previous_secret_expires, so a fleet of instances can roll over.
@@ -344,11 +359,13 @@ class Client(ClientRules, db.Model):
                 "grant_types": self.allowed_grant_types, "token_lifetime": self.token_lifetime,
                 "token_endpoint_auth_method": self.token_endpoint_auth_method, "key_ids": self.key_ids,
                 "token_format": self.token_format, "resources": self.resources.split(),
+                "dpop_bound_access_tokens": self.dpop_bound_access_tokens,
                 "disabled": self.disabled, "created_at": self.created_at.isoformat()}
 
 
 class Token(TokenRules, db.Model):
-    """A bearer access token (RFC 6750). The token itself is never stored."""
+    """An access token: a bearer token (RFC 6750), or one bound to a key of
+    its client's with DPoP (RFC 9449). The token itself is never stored."""
 
     __tablename__ = "tokens"
 
@@ -361,19 +378,21 @@ class Token(TokenRules, db.Model):
     expires: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     audience: Mapped[str | None] = mapped_column(String(4000), default=None)
+    jkt: Mapped[str | None] = mapped_column(String(43), default=None)  # base64url of a SHA-256: 43 characters
 
     client: Mapped[Client] = relationship(back_populates="tokens", lazy="joined")
 
     @classmethod
     def issue(cls, client: ClientRules, access_token: str, scope: str, expires_in: int,
-              audience: list[str] | None = None) -> int | None:
+              audience: list[str] | None = None, jkt: str | None = None) -> int | None:
         """Store a new token (by its hash), commit, and return its id; None
-        if the client was disabled meanwhile (then nothing is stored)."""
+        if the client was disabled meanwhile (then nothing is stored). `jkt`
+        binds it to a DPoP key."""
         now = utcnow()
         row = execute_one(_INSERT_TOKEN, {
             "access_token_hash": hash_token(access_token), "client_pk": client.id, "scope": scope,
             "issued_at": now, "expires": now + timedelta(seconds=expires_in),
-            "audience": None if audience is None else " ".join(audience)}, write=True)
+            "audience": None if audience is None else " ".join(audience), "jkt": jkt}, write=True)
         return None if row is None else row.id
 
     @classmethod
@@ -429,6 +448,7 @@ class ClientView(ClientRules):
     resources: str
     token_endpoint_auth_method: str
     jwks: str | None
+    dpop_bound_access_tokens: bool
     disabled: bool
     secret_hash: str
     previous_secret_hash: str | None
@@ -477,6 +497,7 @@ class TokenView(TokenRules):
     expires: datetime
     revoked_at: datetime | None
     audience: str | None
+    jkt: str | None
     client: ClientView
 
     user = None  # Flask-OAuthlib reads it
@@ -516,10 +537,10 @@ _FIND_TOKEN = (
 # comes second waits for the insert, then revokes the new token. SQLite runs
 # one writer at a time, so the two cannot interleave there.
 _INSERT_TOKEN = db.insert(Token).from_select(
-    ["access_token_hash", "client_pk", "scope", "issued_at", "expires", "audience"],
+    ["access_token_hash", "client_pk", "scope", "issued_at", "expires", "audience", "jkt"],
     db.select(db.bindparam("access_token_hash", type_=String), Client.id, db.bindparam("scope", type_=String),
               db.bindparam("issued_at", type_=UTCDateTime), db.bindparam("expires", type_=UTCDateTime),
-              db.bindparam("audience", type_=String))
+              db.bindparam("audience", type_=String), db.bindparam("jkt", type_=String))
     .where(Client.id == db.bindparam("client_pk"), Client.disabled.is_(False))
     .with_for_update(read=True),
 ).returning(Token.id)

@@ -27,6 +27,7 @@ from production import (
     cli,
     client_assertions,
     database,
+    dpop,
     headers,
     housekeeping,
     metrics,
@@ -53,6 +54,7 @@ limit_failed_authentication.init_app(app)   # brute-force limits (RFC 6749 §2.3
 cli.init_app(app)                           # flask --app server create-client NAME, ...
 housekeeping.init_app(app)                  # expired tokens and counters deleted as it runs
 metrics.init_app(app)                       # GET /metrics for Prometheus
+dpop.init_app(app)                          # DPoP (RFC 9449): tokens bound to a key the client holds
 
 # --- The OAuth provider ---------------------------------------------------
 
@@ -79,17 +81,21 @@ def load_token(access_token=None, refresh_token=None):
 
 @oauth.tokensetter
 def save_token(token, request, *args, **kwargs):
-    # `token` is the very response the client gets. The one field set here is
-    # expires_in (RFC 6749 §5.1), for a client with a lifetime of its own.
-    # Earlier tokens stay valid: several instances of one service share a client.
+    # `token` is the very response the client gets. The fields set here are
+    # expires_in (RFC 6749 §5.1), for a client with a lifetime of its own,
+    # and token_type. Earlier tokens stay valid: several instances of one
+    # service share a client.
     limit_token_issuance(request.client)  # 429 past TOKENS_PER_CLIENT
     token['expires_in'] = request.client.token_expires_in(token['expires_in'])
     token_id = Token.issue(request.client, token['access_token'], token.get('scope', ''), token['expires_in'],
-                           audience=request.audience)  # RFC 8707, from the `resource` parameters
+                           audience=request.audience,  # RFC 8707, from the `resource` parameters
+                           jkt=request.jkt)  # RFC 9449: the key of the request's DPoP proof, if it had one
     if token_id is None:  # disabled while this request ran: nothing was stored
         raise errors.InvalidClientError()
+    if request.jkt:
+        token['token_type'] = 'DPoP'  # noqa: S105 - RFC 9449 §5: a token type, not a secret
     audit.event('token_issued', request.client.client_id, token_id=token_id, scope=token.get('scope', ''),
-                expires_in=token['expires_in'], audience=request.resources,
+                expires_in=token['expires_in'], audience=request.resources, jkt=request.jkt,
                 token_format='jwt' if access_tokens.is_jwt(token['access_token']) else 'opaque')
 
 
@@ -119,6 +125,7 @@ def access_token():
         raise errors.InvalidRequestError(description='Missing grant_type parameter.')
     if grant_type != 'client_credentials':
         raise errors.UnsupportedGrantTypeError()
+    dpop.check_token_request()  # RFC 9449 §5: a DPoP proof, if sent, must be valid (its key binds the token)
     return None  # no extra fields in the token response
 
 
@@ -198,6 +205,7 @@ def authorization_server_metadata():
         introspection_endpoint=public_url('introspect_token'),
         introspection_endpoint_auth_methods_supported=auth_methods,
         introspection_endpoint_auth_signing_alg_values_supported=client_assertions.SIGNING_ALGS,
+        dpop_signing_alg_values_supported=dpop.ALGS,  # RFC 9449 §5.1
     )
 
 

@@ -9,6 +9,8 @@ server.py joins each of them with one line; read it first.
     provider     Flask-OAuthlib's OAuth2Provider, corrected and extended
     bruteforce   limits on failed client authentication (RFC 6749 §2.3.1), and on tokens a client gets
     housekeeping expired tokens and rate-limit counters deleted as the server runs
+    replay       each jti accepted once (client assertions, DPoP proofs), by every worker
+    dpop         DPoP (RFC 9449): tokens bound to a key the client holds
     audit        one JSON line per security event
     headers      request ids, security headers, trusted proxies
     errors       every error as JSON with its RFC error code

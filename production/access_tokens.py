@@ -25,15 +25,18 @@ from production.signing_keys import key_ring
 
 def generate_token(request) -> str:
     """OAUTH2_PROVIDER_TOKEN_GENERATOR: oauthlib calls it for every new access
-    token, with the authenticated client, its scopes and its audience."""
+    token, with the authenticated client, its scopes, its audience and the
+    DPoP key it is bound to (production/dpop.py)."""
     client = request.client
     if (client.token_format or current_app.config['ACCESS_TOKEN_FORMAT']) != 'jwt':
         return random_credential(32)  # oauthlib's default draws 30 characters, a system call each
-    return sign(client.client_id, request.scopes, request.resources, client.token_expires_in(request.expires_in))
+    return sign(client.client_id, request.scopes, request.resources, client.token_expires_in(request.expires_in),
+                jkt=request.jkt)
 
 
-def sign(client_id: str, scopes: list[str], audience: list[str], expires_in: int) -> str:
-    """A JWT access token as RFC 9068 §2 lays it out."""
+def sign(client_id: str, scopes: list[str], audience: list[str], expires_in: int, jkt: str | None = None) -> str:
+    """A JWT access token as RFC 9068 §2 lays it out; bound to a DPoP key,
+    with its thumbprint in `cnf` (RFC 9449 §6.1)."""
     alg, key = key_ring().signing_key()
     now = int(time.time())
     claims = {
@@ -43,6 +46,8 @@ def sign(client_id: str, scopes: list[str], audience: list[str], expires_in: int
         'aud': aud_claim(audience),
         'scope': ' '.join(scopes),
     }
+    if jkt:
+        claims['cnf'] = {'jkt': jkt}
     return jwt.encode({'typ': 'at+jwt', 'alg': alg, 'kid': key.kid}, claims, key, algorithms=[alg])
 
 

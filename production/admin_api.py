@@ -12,8 +12,8 @@ infrastructure-as-code, without a shell on the server.
     POST   /admin/clients/CLIENT_ID/revoke-tokens revoke its live tokens
 
 Fields carry RFC 7591's names (client_name, scope, grant_types,
-token_endpoint_auth_method, jwks); metadata it does not know is ignored, as
-RFC 7591 §2 says. Each route needs a token with the `admin` scope, which no
+token_endpoint_auth_method, jwks) and RFC 9449's (dpop_bound_access_tokens);
+metadata it does not know is ignored, as RFC 7591 §2 says. Each route needs a token with the `admin` scope, which no
 client has unless given (`create-client NAME --scope admin`). The operations
 are production/client_admin.py's, the ones the command line runs.
 
@@ -91,7 +91,8 @@ def registration(client: Client, live_tokens: int | None = None) -> dict:
             **({'jwks': json.loads(client.jwks)} if client.jwks else {}),
             'client_id_issued_at': int(client.created_at.timestamp()),
             'resources': shown['resources'], 'token_lifetime': client.token_lifetime,
-            'token_format': client.token_format, 'disabled': client.disabled, 'live_tokens': shown['live_tokens'],
+            'token_format': client.token_format, 'dpop_bound_access_tokens': client.dpop_bound_access_tokens,
+            'disabled': client.disabled, 'live_tokens': shown['live_tokens'],
             'previous_secret_valid_until': shown['previous_secret_valid_until']}
 
 
@@ -110,7 +111,8 @@ def create_client():
             token_lifetime=data.get('token_lifetime'), token_format=data.get('token_format'),
             resources=data.get('resources', []),
             auth_method=data.get('token_endpoint_auth_method', 'client_secret_basic'), jwks=data.get('jwks'),
-            may_get_tokens=grant_types_allow_tokens(data.get('grant_types', ['client_credentials'])), actor=actor())
+            may_get_tokens=grant_types_allow_tokens(data.get('grant_types', ['client_credentials'])),
+            dpop_bound_access_tokens=data.get('dpop_bound_access_tokens', False), actor=actor())
     except client_admin.InvalidMetadata as error:
         raise invalid_metadata(error) from None
     answer = registration(client)
@@ -147,7 +149,8 @@ def show_client(client_id):
 
 
 UPDATABLE = {'client_name': 'name', 'scope': 'scope', 'token_lifetime': 'token_lifetime',
-             'token_format': 'token_format', 'resources': 'resources', 'jwks': 'jwks'}
+             'token_format': 'token_format', 'resources': 'resources', 'jwks': 'jwks',
+             'dpop_bound_access_tokens': 'dpop_bound_access_tokens'}
 
 
 def update_client(client_id):

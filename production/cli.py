@@ -121,17 +121,20 @@ name_check, scope_check = click_check(check_name), click_check(client_admin.chec
 @jwks_option
 @click.option('--no-tokens', is_flag=True,
               help='The client may not get tokens (it only revokes or introspects).')
+@click.option('--dpop-bound', is_flag=True,
+              help='Every token request must carry a DPoP proof: each token is bound to a key the client holds '
+                   '(RFC 9449).')
 @json_option
 @database_command
 def create_client_command(name, scope, token_lifetime, token_format, resources, auth_method, jwks, no_tokens,
-                          as_json):
+                          dpop_bound, as_json):
     """Register a machine client and print its secret, once (or, with
     private_key_jwt, its key ids: it has no secret)."""
     if (auth_method == 'private_key_jwt') != (jwks is not None):
         raise click.UsageError('--auth-method private_key_jwt and --jwks FILE go together')
     client, client_secret = run(client_admin.create, name, scope=scope, token_lifetime=token_lifetime,
                                 token_format=token_format, resources=resources or (), auth_method=auth_method,
-                                jwks=jwks, may_get_tokens=not no_tokens)
+                                jwks=jwks, may_get_tokens=not no_tokens, dpop_bound_access_tokens=dpop_bound)
     if not as_json:
         click.echo(f'Created client {client.name!r}.')
     if client_secret is None:
@@ -178,21 +181,24 @@ def show_client_command(client_id, as_json):
 @click.option('--no-resources', is_flag=True, help="Only this server's own API from now on.")
 @click.option('--jwks', metavar='FILE', callback=read_jwks,
               help="Replace a private_key_jwt client's public keys with this JWK Set.")
+@click.option('--dpop-bound/--no-dpop-bound', default=None,
+              help='Whether every token request must carry a DPoP proof (RFC 9449).')
 @json_option
 @database_command
 def update_client_command(client_id, name, scope, token_lifetime, token_format, resources, no_resources, jwks,
-                          as_json):
+                          dpop_bound, as_json):
     """Change a client's name, scopes, token lifetime, token format,
-    resources or keys. Its live tokens keep the format and audience they
-    were issued with."""
+    resources, keys, or whether it must use DPoP. Its live tokens keep the
+    format, audience and DPoP binding they were issued with."""
     if resources and no_resources:
         raise click.UsageError('give --resource or --no-resources, not both')
     given = {'name': name, 'scope': scope, 'token_lifetime': token_lifetime, 'token_format': token_format,
-             'resources': [] if no_resources else resources or None, 'jwks': jwks}
+             'resources': [] if no_resources else resources or None, 'jwks': jwks,
+             'dpop_bound_access_tokens': dpop_bound}
     changes = {field: value for field, value in given.items() if value is not None}
     if not changes:
         raise click.UsageError('nothing to change: give --name, --scope, --token-lifetime, '
-                               '--token-format, --resource, --no-resources or --jwks')
+                               '--token-format, --resource, --no-resources, --jwks or --dpop-bound/--no-dpop-bound')
     client = existing_client(client_id)
     if jwks is not None and not client.uses_private_key_jwt:
         raise click.UsageError(f'{client.client_id} authenticates with a secret; --jwks is for a client '

@@ -93,11 +93,19 @@ def stored_resources(resources) -> str:
     return ' '.join(check_resources(resources))
 
 
+def check_dpop_bound(value) -> bool:
+    """RFC 9449 §5.2 dpop_bound_access_tokens: a JSON boolean."""
+    if not isinstance(value, bool):
+        raise ValueError('"dpop_bound_access_tokens" must be true or false')
+    return value
+
+
 # What a client's fields may be set to: the attribute, its RFC 7591 name
 # (for InvalidMetadata), and the check that returns the value as stored.
 FIELDS = {'name': ('client_name', check_name), 'scope': ('scope', check_scope),
           'token_lifetime': ('token_lifetime', check_lifetime), 'token_format': ('token_format', check_format),
-          'resources': ('resources', stored_resources), 'jwks': ('jwks', check_jwks_value)}
+          'resources': ('resources', stored_resources), 'jwks': ('jwks', check_jwks_value),
+          'dpop_bound_access_tokens': ('dpop_bound_access_tokens', check_dpop_bound)}
 
 
 def checked_fields(values: dict) -> dict:
@@ -132,11 +140,14 @@ def clients_page(after: str | None, limit: int) -> tuple[list[tuple[Client, int]
 
 
 def create(name, *, scope='read write', token_lifetime=None, token_format=None, resources=(),
-           auth_method='client_secret_basic', jwks=None, may_get_tokens=True, actor='cli') -> tuple[Client, str | None]:
+           auth_method='client_secret_basic', jwks=None, may_get_tokens=True, dpop_bound_access_tokens=False,
+           actor='cli') -> tuple[Client, str | None]:
     """Register a client; return it with its secret in clear (None for a
-    private_key_jwt client, which has none). `jwks` is the JWK Set, as text."""
+    private_key_jwt client, which has none). `jwks` is the JWK Set, as text.
+    A client with dpop_bound_access_tokens gets tokens only with a DPoP proof."""
     values = checked_fields({'name': name, 'scope': scope, 'token_lifetime': token_lifetime,
-                             'token_format': token_format, 'resources': resources})
+                             'token_format': token_format, 'resources': resources,
+                             'dpop_bound_access_tokens': dpop_bound_access_tokens})
     if auth_method not in AUTH_METHODS:
         raise InvalidMetadata('token_endpoint_auth_method', '"token_endpoint_auth_method" must be one of: '
                               + ', '.join(AUTH_METHODS))
@@ -147,25 +158,26 @@ def create(name, *, scope='read write', token_lifetime=None, token_format=None, 
     client, client_secret = Client.create(values['name'], values['scope'],
                                           grant_types='client_credentials' if may_get_tokens else '')
     client.token_lifetime, client.token_format = values['token_lifetime'], values['token_format']
-    client.resources = values['resources']
+    client.resources, client.dpop_bound_access_tokens = values['resources'], values['dpop_bound_access_tokens']
     if jwks is not None:
         client.use_keys(jwks)
         client_secret = None
     db.session.commit()
     audit.event('client_created', client.client_id, actor=actor, scope=client.scope,
-                token_endpoint_auth_method=client.token_endpoint_auth_method, key_ids=client.key_ids)
+                token_endpoint_auth_method=client.token_endpoint_auth_method, key_ids=client.key_ids,
+                dpop_bound_access_tokens=client.dpop_bound_access_tokens)
     return client, client_secret
 
 
 def update(client: Client, *, name=UNCHANGED, scope=UNCHANGED, token_lifetime=UNCHANGED, token_format=UNCHANGED,
-           resources=UNCHANGED, jwks=UNCHANGED, actor='cli') -> Client:
+           resources=UNCHANGED, jwks=UNCHANGED, dpop_bound_access_tokens=UNCHANGED, actor='cli') -> Client:
     """Change what is given. Narrowing the scope narrows live tokens; they
-    keep the format and audience they were issued with."""
+    keep the format, audience and DPoP binding they were issued with."""
     if jwks is not UNCHANGED and not client.uses_private_key_jwt:
         raise InvalidMetadata('jwks', f'{client.client_id} authenticates with a secret; keys ("jwks") are for '
                                       'a client registered with private_key_jwt')
     given = {'name': name, 'scope': scope, 'token_lifetime': token_lifetime, 'token_format': token_format,
-             'resources': resources, 'jwks': jwks}
+             'resources': resources, 'jwks': jwks, 'dpop_bound_access_tokens': dpop_bound_access_tokens}
     changes = checked_fields({attribute: value for attribute, value in given.items() if value is not UNCHANGED})
     for attribute, value in changes.items():
         if attribute == 'scope':
@@ -175,7 +187,8 @@ def update(client: Client, *, name=UNCHANGED, scope=UNCHANGED, token_lifetime=UN
     db.session.commit()
     audit.event('client_updated', client.client_id, actor=actor, scope=client.scope,
                 token_lifetime=client.token_lifetime, token_format=client.token_format,
-                resources=client.resources.split(), key_ids=client.key_ids)
+                resources=client.resources.split(), key_ids=client.key_ids,
+                dpop_bound_access_tokens=client.dpop_bound_access_tokens)
     return client
 
 

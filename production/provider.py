@@ -6,9 +6,11 @@
   header, re-encodes the Authorization header and rebuilds the URL as an IRI
   first: a sixth of a protected request's time.
 - It adds `@oauth.introspect_handler` (RFC 7662), which Flask-OAuthlib lacks.
-- The token endpoint takes `resource` (RFC 8707, production/audiences.py).
-- Refused API requests get RFC 6750's challenge, and the answers of the token,
-  revocation and introspection endpoints the headers RFC 6749 asks for.
+- The token endpoint takes `resource` (RFC 8707, production/audiences.py)
+  and binds a token to the key of a DPoP proof (RFC 9449, production/dpop.py).
+- Refused API requests get RFC 6750's challenge and RFC 9449's, and the
+  answers of the token, revocation and introspection endpoints the headers
+  RFC 6749 asks for.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from oauthlib.common import urldecode
 from oauthlib.oauth2.rfc6749 import errors
 from werkzeug.utils import cached_property
 
+from production import dpop
 from production.audiences import validate_resources
 from production.errors import oauth_error_response
 from production.validator import ClientCredentialsValidator
@@ -38,7 +41,7 @@ class ClientCredentialsProvider(OAuth2Provider):
         server = super().server  # built on first use, once the callbacks are set
         # oauthlib's documented hook for checks of its own: after the client is
         # authenticated and its scope checked.
-        server.credentials_grant.custom_validators.post_token.append(validate_resources)
+        server.credentials_grant.custom_validators.post_token.extend([validate_resources, dpop.bind_token])
         return server
 
     @staticmethod
@@ -99,19 +102,22 @@ class ClientCredentialsProvider(OAuth2Provider):
 
 
 def bearer_challenge(req):
-    """RFC 6750 §3: the WWW-Authenticate challenge for a refused API request."""
+    """The WWW-Authenticate challenges of a refused API request: RFC 6750 §3's
+    (Bearer) and RFC 9449 §7.1's (DPoP), side by side as §7.2 shows them;
+    the scheme the request used carries the error."""
     error = getattr(req, 'bearer_error', None)
-    realm = current_app.config['OAUTH2_REALM']
-    if error is None:  # §3.1: no credentials, so no error code
+    bearer = f'Bearer realm="{current_app.config["OAUTH2_REALM"]}"'
+    if error is None:  # RFC 6750 §3.1: no credentials, so no error code
         response = jsonify(error_description='This resource needs a Bearer access token.')
         response.status_code = 401
-        response.headers['WWW-Authenticate'] = f'Bearer realm="{realm}"'
+        response.headers['WWW-Authenticate'] = f'{bearer}, {dpop.challenge()}'
         return response
-    challenge = f'Bearer realm="{realm}", error="{error.error}", error_description="{error.description}"'
+    details = f'error="{error.error}", error_description="{error.description}"'
     if isinstance(error, errors.InsufficientScopeError):
-        challenge += f', scope="{" ".join(req.scopes or [])}"'
+        details += f', scope="{" ".join(req.scopes or [])}"'
     response = oauth_error_response(error)
-    response.headers['WWW-Authenticate'] = challenge
+    response.headers['WWW-Authenticate'] = (f'{dpop.challenge(details)}, {bearer}' if getattr(req, 'dpop', False)
+                                            else f'{bearer}, {details}, {dpop.challenge()}')
     return response
 
 

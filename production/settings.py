@@ -33,6 +33,15 @@ DEFAULTS = {
     # private_key_jwt (RFC 7523): the longest an assertion may be valid for;
     # its jti is kept in the database that long.
     'CLIENT_ASSERTION_MAX_LIFETIME': 300,
+    # DPoP (RFC 9449, production/dpop.py): how old a proof may be, seconds
+    # (a few seconds ahead are allowed too, for clocks that differ); its jti
+    # is kept in the database that long.
+    'DPOP_PROOF_MAX_AGE': 60,
+    # Server nonces in DPoP proofs (RFC 9449 §8, §9), keyed with SECRET_KEY
+    # (FLASK_SECRET_KEY, required then); a nonce is good for one to two
+    # periods of DPOP_NONCE_SECONDS.
+    'DPOP_NONCE': False,
+    'DPOP_NONCE_SECONDS': 300,
     # GET /metrics (Prometheus): served to these addresses (CIDR blocks too),
     # and to a caller sending METRICS_BEARER_TOKEN; to no one else.
     'METRICS_ENABLED': True,

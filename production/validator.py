@@ -17,7 +17,7 @@ from flask_oauthlib.provider import OAuth2RequestValidator
 from oauthlib.oauth2.rfc6749 import errors
 
 from models import ClientView, Token, TokenView, db, scope_to_list
-from production import audit, client_assertions, metrics
+from production import audit, client_assertions, dpop, metrics
 from production.audiences import api_resource
 
 # RFC 6750 §2.1: b64token, the syntax of a Bearer credential.
@@ -104,15 +104,20 @@ class ClientCredentialsValidator(OAuth2RequestValidator):
     def validate_bearer_token(self, token, scopes, request):
         # RFC 6750 §3.1: tell a missing token, a bad one and a missing scope apart,
         # require all of the route's scopes (the fork accepts any one of them),
-        # and accept the token only from the Authorization header (§2.1).
+        # and accept the token only from the Authorization header (§2.1), as
+        # Bearer or, bound to a key, as DPoP (RFC 9449 §7.1). oauthlib reads
+        # only a Bearer token: the header is read here.
         if request.access_token:  # a query or form parameter (RFC 6750 §2.2, §2.3)
             request.bearer_error = errors.InvalidRequestError(
                 description='Send the access token in the Authorization header.')
             return False
-        scheme = (request.headers.get('Authorization') or '').partition(' ')[0]
-        if scheme.lower() != 'bearer':
+        scheme, *credentials = (request.headers.get('Authorization') or '').split() or ['']
+        scheme = scheme.lower()
+        request.dpop = scheme == 'dpop'  # which challenge carries the error (provider.bearer_challenge)
+        if scheme not in ('bearer', 'dpop'):
             request.bearer_error = None  # no credentials: challenge without an error code
             return False
+        token = credentials[0] if len(credentials) == 1 else None
         if not token or not BEARER_TOKEN.fullmatch(token):
             request.bearer_error = errors.InvalidTokenError(description='The access token is malformed.')
             return False
@@ -124,6 +129,9 @@ class ClientCredentialsValidator(OAuth2RequestValidator):
         if not tok.has_audience(api_resource()):  # RFC 8707; RFC 9068 §4
             request.bearer_error = errors.InvalidTokenError(
                 description='The access token is meant for another API (its audience).')
+            return False
+        request.bearer_error = dpop.refusal(tok, token, scheme)  # RFC 9449 §7: a bound token with its key's proof
+        if request.bearer_error is not None:
             return False
         if not tok.has_scopes(scopes):
             request.bearer_error = errors.InsufficientScopeError(

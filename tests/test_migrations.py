@@ -160,9 +160,10 @@ def fill_every_table(database_url):
     tables = db.metadata.tables
     rows = {
         'clients': [{'id': pk, 'client_id': f'kept-{pk}', 'name': f'Kept service {pk}', 'secret_hash': 'hash',
-                     'scope': 'read write', 'created_at': now} for pk in (1, 2)],
+                     'scope': 'read write', 'created_at': now, 'dpop_bound_access_tokens': pk == 2} for pk in (1, 2)],
         'tokens': [{'access_token_hash': f'{number:064d}', 'client_pk': 1 + number % 2, 'scope': 'read',
-                    'issued_at': now, 'expires': later} for number in range(5)],
+                    'issued_at': now, 'expires': later, 'jkt': f'thumbprint-{number}' if number % 2 else None}
+                   for number in range(5)],
         'items': [{'client_pk': 1 + number % 2, 'name': f'item {number}', 'created_at': now} for number in range(3)],
         'rate_limits': [{'name': f'counter-{number}', 'count': number, 'expires_at': 2e9} for number in range(2)],
         'signing_keys': [{'kid': 'retired', 'alg': 'ES256', 'public_jwk': '{}', 'private_pem': None, 'created_at': now,

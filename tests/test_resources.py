@@ -7,6 +7,7 @@ from conftest import bearer, count
 from models import Item, Token, db, utcnow
 
 REALM = 'Bearer realm="client-credentials"'
+DPOP = 'DPoP algs="RS256 ES256 EdDSA Ed25519"'  # RFC 9449 §7.2: beside Bearer's, without the error
 
 
 def assert_invalid_token(response):
@@ -27,7 +28,7 @@ def test_me_describes_the_calling_client(http, make_client, get_token):
 def test_no_bearer_token_is_a_challenge_without_error_code(http, headers):
     response = http.get('/api/me', headers=headers)
     assert response.status_code == 401
-    assert response.headers['WWW-Authenticate'] == REALM  # RFC 6750 §3.1: no error code
+    assert response.headers['WWW-Authenticate'] == f'{REALM}, {DPOP}'  # RFC 6750 §3.1: no error code
     assert response.mimetype == 'application/json'
     assert 'error' not in response.get_json()
 
@@ -69,14 +70,14 @@ def test_read_token_cannot_write(http, credentials, get_token):
     assert response.status_code == 403
     assert response.get_json()['error'] == 'insufficient_scope'
     assert response.headers['WWW-Authenticate'].startswith(REALM + ', error="insufficient_scope"')
-    assert response.headers['WWW-Authenticate'].endswith('scope="write"')
+    assert response.headers['WWW-Authenticate'].endswith(f'scope="write", {DPOP}')
     assert count(Item) == 0
 
 
 def test_write_token_cannot_read(http, credentials, get_token):
     response = http.get('/api/items', headers=bearer(get_token(*credentials, scope='write')))
     assert response.status_code == 403
-    assert response.headers['WWW-Authenticate'].endswith('scope="read"')
+    assert response.headers['WWW-Authenticate'].endswith(f'scope="read", {DPOP}')
 
 
 def test_items_belong_to_their_client(http, make_client, get_token):

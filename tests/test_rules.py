@@ -146,7 +146,8 @@ def test_a_64_character_request_id_is_kept_and_a_65_character_one_replaced(http)
 
 def test_the_realm_setting(app, http, monkeypatch):
     monkeypatch.setitem(app.config, 'OAUTH2_REALM', 'billing-auth')
-    assert http.get('/api/me').headers['WWW-Authenticate'] == 'Bearer realm="billing-auth"'
+    assert http.get('/api/me').headers['WWW-Authenticate'] == \
+        'Bearer realm="billing-auth", DPoP algs="RS256 ES256 EdDSA Ed25519"'
     refused = http.post(TOKEN_URL, data=token_form('nobody', 'wrong'))
     assert refused.headers['WWW-Authenticate'] == 'Basic realm="billing-auth"'
 
