@@ -15,6 +15,8 @@ As a script it does what the tutorial's client does, then uses the token:
                                       # authenticate with it: no secret at all
     python client.py --resource https://billing.example/api token
                                       # a token for another API (RFC 8707)
+    python client.py --dpop           # a DPoP-bound token (RFC 9449): bound to a key
+                                      # made for this run; --dpop-key key.pem keeps one
 
 As a module it gives other code a `requests` auth object (or a session) that
 gets, caches and renews the token itself:
@@ -26,6 +28,8 @@ gets, caches and renews the token itself:
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import json
 import os
 import secrets
@@ -33,7 +37,7 @@ import sys
 import threading
 import time
 from functools import cached_property
-from urllib.parse import quote_plus, urljoin, urlsplit
+from urllib.parse import quote_plus, urljoin, urlsplit, urlunsplit
 
 import requests
 
@@ -53,6 +57,7 @@ ERROR_HINTS = {  # for servers that give no error_description
     'invalid_client': 'the server rejected the client id or secret',
     'invalid_scope': 'this client may not ask for that scope (see --scope)',
     'unauthorized_client': 'this client may not get tokens',
+    'invalid_dpop_proof': 'the server refused the DPoP proof',
 }
 
 
@@ -86,8 +91,10 @@ def json_answer(response: requests.Response) -> dict:
 
 
 class PrivateKey:
-    """A client's private key for private_key_jwt (RFC 7523 §2.2): it signs a
-    fresh, short-lived assertion for each request, so no secret ever travels."""
+    """A client's private key: for private_key_jwt (RFC 7523 §2.2) it signs a
+    fresh, short-lived assertion for each token request, so no secret ever
+    travels; for DPoP (RFC 9449) it signs a proof for each request, so that
+    the tokens bound to it are useless to anyone without it."""
 
     def __init__(self, pem: str | bytes, key_id: str | None = None):
         # Imported here: a client with a secret needs neither library.
@@ -119,6 +126,26 @@ class PrivateKey:
                   'exp': now + ASSERTION_LIFETIME, 'jti': secrets.token_urlsafe(16)}
         return jwt.encode({'alg': self.alg, 'kid': self.key_id}, claims, self.key, algorithms=[self.alg])
 
+    @cached_property
+    def public_jwk(self) -> dict:
+        return self.key.as_dict(private=False)
+
+    def dpop_proof(self, method: str, url: str, access_token: str | None = None, nonce: str | None = None) -> str:
+        """A DPoP proof (RFC 9449 §4.2) for one request: its method and URL
+        (without query and fragment), a new jti, the time; `ath` binds it to
+        the access token it comes with, `nonce` is the server's (§8, §9)."""
+        from joserfc import jwt
+        parts = urlsplit(url)
+        claims = {'jti': secrets.token_urlsafe(16), 'htm': method,
+                  'htu': urlunsplit((parts.scheme, parts.netloc, parts.path, '', '')), 'iat': int(time.time())}
+        if access_token is not None:
+            digest = hashlib.sha256(access_token.encode('ascii')).digest()
+            claims['ath'] = base64.urlsafe_b64encode(digest).rstrip(b'=').decode()
+        if nonce is not None:
+            claims['nonce'] = nonce
+        header = {'typ': 'dpop+jwt', 'alg': self.alg, 'jwk': self.public_jwk}
+        return jwt.encode(header, claims, self.key, algorithms=[self.alg])
+
     @staticmethod
     def generate(alg: str = 'ES256') -> tuple[str, dict]:
         """A new key pair: (private key as PEM, public JWK Set to register)."""
@@ -136,17 +163,29 @@ class ClientCredentials(requests.auth.AuthBase):
     expires, and when an API answers 401 invalid_token (a revoked token, say)
     fetches one new token and retries that request once. It authenticates
     with its secret, or, given `private_key` (PEM), with private_key_jwt.
+
+    Given `dpop_key` (a PEM private key, or 'new' for one made for this
+    object), its tokens are DPoP-bound (RFC 9449): it sends a proof signed
+    with that key with the token request and with every API call, sends the
+    token as `Authorization: DPoP`, and refuses a token that is not bound
+    (RFC 9449 §5: the protection was asked for). When a server asks for a
+    nonce (use_dpop_nonce) it retries once with it, and remembers the last
+    nonce each server (origin) gave.
     """
 
     def __init__(self, token_url: str, client_id: str, client_secret: str | None = None, scope: str | None = None,
                  auth_method: str = 'post', timeout: float = TIMEOUT, session: requests.Session | None = None,
                  resource: str | list[str] | None = None, private_key: str | bytes | None = None,
-                 key_id: str | None = None):
+                 key_id: str | None = None, dpop_key: str | bytes | None = None):
         if auth_method not in ('post', 'basic'):
             raise ValueError("auth_method is 'post' or 'basic'")
         if private_key is None and client_secret is None:
             raise ValueError('give client_secret or private_key')
         self.private_key = None if private_key is None else PrivateKey(private_key, key_id)
+        if dpop_key == 'new':  # an ephemeral P-256 key: it lives as long as this object
+            dpop_key = PrivateKey.generate('ES256')[0]
+        self.dpop = None if dpop_key is None else PrivateKey(dpop_key)
+        self.nonces: dict[str, str] = {}  # origin -> the last DPoP-Nonce it sent
         self.token_url, self.client_id, self.client_secret = token_url, client_id, client_secret
         self.scope, self.auth_method, self.timeout = scope, auth_method, timeout
         # RFC 8707: the API(s) the token is for; none means all the client may have.
@@ -156,19 +195,41 @@ class ClientCredentials(requests.auth.AuthBase):
         self._renew_at = 0.0
         self._lock = threading.Lock()
 
-    def post_as_client(self, url: str, data: dict) -> dict:
+    def post_as_client(self, url: str, data: dict, dpop: bool = False) -> dict:
         """POST a form to an endpoint that authenticates the client: the token,
-        revocation and introspection endpoints."""
-        data, auth = dict(data), None
-        if self.private_key is not None:  # private_key_jwt: a new assertion each time
-            data.update(client_assertion_type=ASSERTION_TYPE,
-                        client_assertion=self.private_key.assertion(self.client_id, self.token_url))
-        elif self.auth_method == 'basic':
-            # RFC 6749 §2.3.1: id and secret are form-urlencoded inside Basic.
-            auth = requests.auth.HTTPBasicAuth(quote_plus(self.client_id), quote_plus(self.client_secret))
-        else:  # client_secret_post, as in the tutorial
-            data.update(client_id=self.client_id, client_secret=self.client_secret)
-        return json_answer(self.session.post(url, data=data, auth=auth, timeout=self.timeout))
+        revocation and introspection endpoints; with `dpop`, a DPoP proof too."""
+        for attempt in (1, 2):
+            form, auth, headers = dict(data), None, {}
+            if self.private_key is not None:  # private_key_jwt: a new assertion each time
+                form.update(client_assertion_type=ASSERTION_TYPE,
+                            client_assertion=self.private_key.assertion(self.client_id, self.token_url))
+            elif self.auth_method == 'basic':
+                # RFC 6749 §2.3.1: id and secret are form-urlencoded inside Basic.
+                auth = requests.auth.HTTPBasicAuth(quote_plus(self.client_id), quote_plus(self.client_secret))
+            else:  # client_secret_post, as in the tutorial
+                form.update(client_id=self.client_id, client_secret=self.client_secret)
+            if dpop:
+                headers['DPoP'] = self.dpop.dpop_proof('POST', url, nonce=self.nonces.get(origin(url)))
+            response = self.session.post(url, data=form, auth=auth, headers=headers, timeout=self.timeout)
+            if not (dpop and self._asks_for_nonce(response) and attempt == 1):
+                return json_answer(response)
+            response.close()  # RFC 9449 §8: once more, with the nonce it gave
+        raise AssertionError('unreachable')
+
+    def _asks_for_nonce(self, response: requests.Response) -> bool:
+        """Remember the DPoP-Nonce a server sent (RFC 9449 §8.2); True if it
+        refused the request for want of it (§8: 400 at a token endpoint, §9:
+        401 at an API)."""
+        nonce = response.headers.get('DPoP-Nonce')
+        if nonce is None:
+            return False
+        self.nonces[origin(response.url)] = nonce
+        if response.status_code == 401:
+            return 'use_dpop_nonce' in response.headers.get('WWW-Authenticate', '')
+        try:
+            return response.status_code == 400 and response.json().get('error') == 'use_dpop_nonce'
+        except (ValueError, AttributeError):
+            return False
 
     def fetch_token(self) -> dict:
         """Ask the token endpoint for a new token and cache it."""
@@ -177,10 +238,13 @@ class ClientCredentials(requests.auth.AuthBase):
             data['scope'] = self.scope
         if self.resource:
             data['resource'] = self.resource  # requests repeats the parameter, once per value
-        token = self.post_as_client(self.token_url, data)
+        token = self.post_as_client(self.token_url, data, dpop=self.dpop is not None)
+        token_type = 'DPoP' if self.dpop else 'Bearer'
         if not isinstance(token.get('access_token'), str) or \
-                str(token.get('token_type', '')).lower() != 'bearer':
-            raise ClientError(f'{self.token_url} did not answer with a Bearer token')
+                str(token.get('token_type', '')).lower() != token_type.lower():
+            # RFC 9449 §5: a client that asked for a DPoP-bound token discards any other.
+            hint = f' (its token_type: {token.get("token_type")!r}; does it support DPoP?)' if self.dpop else ''
+            raise ClientError(f'{self.token_url} did not answer with a {token_type} token{hint}')
         expires_in = token.get('expires_in')
         lifetime = expires_in if isinstance(expires_in, (int, float)) and expires_in > 0 else None
         # No expires_in: keep the token until an API call says it is invalid.
@@ -203,25 +267,46 @@ class ClientCredentials(requests.auth.AuthBase):
                 self.token = None
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers['Authorization'] = f'Bearer {self.access_token}'
-        request.register_hook('response', self._retry_on_invalid_token)
+        self.authorize(request, self.access_token)
+        request.register_hook('response', self._retry_once)
         return request
 
-    def _retry_on_invalid_token(self, response: requests.Response, **kwargs) -> requests.Response:
-        # RFC 6750 §3.1: invalid_token means "get a new token and retry".
+    def authorize(self, request: requests.PreparedRequest, access_token: str) -> None:
+        """The token as a Bearer token, or with the DPoP scheme and a proof
+        of this request naming it (RFC 9449 §7.1)."""
+        if self.dpop is None:
+            request.headers['Authorization'] = f'Bearer {access_token}'
+            return
+        request.headers['Authorization'] = f'DPoP {access_token}'
+        request.headers['DPoP'] = self.dpop.dpop_proof(request.method, request.url, access_token,
+                                                       self.nonces.get(origin(request.url)))
+
+    def _retry_once(self, response: requests.Response, **kwargs) -> requests.Response:
+        # RFC 6750 §3.1: invalid_token means "get a new token and retry";
+        # RFC 9449 §9: use_dpop_nonce, "retry with the nonce given".
         challenge = response.headers.get('WWW-Authenticate', '')
-        if response.status_code != 401 or 'invalid_token' not in challenge:
+        rejected = response.request.headers['Authorization'].partition(' ')[2]
+        if self.dpop is not None and self._asks_for_nonce(response):
+            access_token = rejected
+        elif response.status_code == 401 and 'invalid_token' in challenge:
+            self.forget(rejected)
+            access_token = self.access_token
+        else:
             return response
-        rejected = response.request.headers['Authorization'].removeprefix('Bearer ')
-        self.forget(rejected)
         response.close()
         retry = response.request.copy()
-        retry.headers['Authorization'] = f'Bearer {self.access_token}'
+        self.authorize(retry, access_token)
         # Sent on the connection directly, so this hook does not run again.
         second = response.connection.send(retry, **kwargs)
         second.history.append(response)
         second.request = retry
         return second
+
+
+def origin(url: str) -> str:
+    """Whose nonce to send (RFC 9449 §9: a nonce is for the server that gave it)."""
+    parts = urlsplit(url)
+    return f'{parts.scheme}://{parts.netloc}'.lower()
 
 
 class ApiClient:
@@ -233,13 +318,14 @@ class ApiClient:
 
     def __init__(self, server: str, client_id: str, client_secret: str | None = None, scope: str | None = None,
                  auth_method: str = 'post', timeout: float = TIMEOUT, resource: str | list[str] | None = None,
-                 private_key: str | bytes | None = None, key_id: str | None = None):
+                 private_key: str | bytes | None = None, key_id: str | None = None,
+                 dpop_key: str | bytes | None = None):
         self.server = server.rstrip('/') + '/'
         self.timeout = timeout
         self.session = requests.Session()
         self.client_id, self.client_secret = client_id, client_secret
         self.scope, self.auth_method, self.resource = scope, auth_method, resource
-        self.private_key, self.key_id = private_key, key_id
+        self.private_key, self.key_id, self.dpop_key = private_key, key_id, dpop_key
 
     @cached_property
     def metadata(self) -> dict:
@@ -263,7 +349,7 @@ class ApiClient:
     def auth(self) -> ClientCredentials:
         return ClientCredentials(self.endpoint('token_endpoint'), self.client_id, self.client_secret,
                                  self.scope, self.auth_method, self.timeout, self.session, self.resource,
-                                 self.private_key, self.key_id)
+                                 self.private_key, self.key_id, self.dpop_key)
 
     def call(self, operation, *args, **kwargs):
         """Run one operation against the server; transport failures become one-line ClientErrors."""
@@ -343,6 +429,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument('--private-key', metavar='FILE',
                         help='authenticate with private_key_jwt, signing with this PEM key (no secret needed)')
     parser.add_argument('--key-id', metavar='KID', help="the key's kid as registered (default: its thumbprint)")
+    dpop = parser.add_mutually_exclusive_group()
+    dpop.add_argument('--dpop', action='store_true',
+                      help='get a DPoP-bound token (RFC 9449), bound to a key made for this run')
+    dpop.add_argument('--dpop-key', metavar='FILE',
+                      help='get a DPoP-bound token, bound to this PEM private key (make one with make-key FILE)')
     commands = parser.add_subparsers(dest='command', metavar='COMMAND')
     commands.add_parser('me', help='show who the token belongs to (the default)')
     commands.add_parser('token', help='print a new token response (the access token included)')
@@ -395,6 +486,17 @@ def make_key(path: str, alg: str) -> dict:
     return jwks
 
 
+def read_key(path: str | None) -> bytes | None:
+    """The PEM key at `path` (None for none); ClientError if it cannot be read."""
+    if path is None:
+        return None
+    try:
+        with open(path, 'rb') as file:
+            return file.read(100_000)
+    except OSError as error:
+        raise ClientError(f'cannot read {path}: {error.strerror}') from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.command == 'make-key':
@@ -404,21 +506,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f'client.py: {error}', file=sys.stderr)
             return 1
         return 0
-    private_key = None
-    if args.private_key:
-        try:
-            with open(args.private_key, 'rb') as file:
-                private_key = file.read(100_000)
-        except OSError as error:
-            print(f'client.py: cannot read {args.private_key}: {error.strerror}', file=sys.stderr)
-            return 1
+    try:
+        private_key, dpop_key = read_key(args.private_key), read_key(args.dpop_key)
+    except ClientError as error:
+        print(f'client.py: {error}', file=sys.stderr)
+        return 1
     host = urlsplit(args.server).hostname
     if urlsplit(args.server).scheme == 'http' and host not in ('127.0.0.1', 'localhost', '::1'):
         # RFC 6749 §2.3.1: client credentials travel only over TLS.
         print(f'client.py: warning: sending credentials to {host} without HTTPS', file=sys.stderr)
     try:
         api = ApiClient(args.server, args.client_id, args.client_secret, args.scope, args.auth_method,
-                        resource=args.resource, private_key=private_key, key_id=args.key_id)
+                        resource=args.resource, private_key=private_key, key_id=args.key_id,
+                        dpop_key='new' if args.dpop else dpop_key)
         if args.command == 'token':
             result = api.token()
         elif args.command == 'register':

@@ -224,6 +224,15 @@ def test_endpoints_come_from_the_metadata(live_server, credentials, canned_serve
     assert count(Token) == 1
 
 
+def test_a_client_that_asked_for_dpop_discards_a_bearer_token(canned_server):
+    # RFC 9449 §5: the protection was asked for, so a token without it is refused.
+    server = canned_server(200, 'application/json', '{"access_token": "abc", "token_type": "Bearer"}')
+    with pytest.raises(ClientError, match=r"did not answer with a DPoP token \(its token_type: 'Bearer'; does it "
+                                          r"support DPoP\?\)"):
+        ApiClient(server, 'a', 'b', dpop_key='new').token()
+    assert ApiClient(server, 'a', 'b').token()['access_token'] == 'abc'  # the control: asked for Bearer
+
+
 def test_metadata_of_another_issuer_is_not_used(credentials, canned_server):
     # RFC 8414 §3.3: an impostor's metadata must not redirect the credentials.
     server = canned_server(200, 'application/json', json.dumps(
