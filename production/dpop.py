@@ -251,10 +251,10 @@ def normalized_uri(uri: str) -> tuple | None:
         path = unquote(parts.path, errors='strict') or '/'
     except ValueError:  # a port out of range, or a path that is not UTF-8
         return None
-    scheme = parts.scheme.lower()
+    scheme = parts.scheme  # urlsplit gives the scheme and the hostname in lower case
     if scheme not in DEFAULT_PORTS or not parts.hostname or '@' in parts.netloc:
         return None
-    return scheme, parts.hostname.lower(), DEFAULT_PORTS[scheme] if port is None else port, path
+    return scheme, parts.hostname, DEFAULT_PORTS[scheme] if port is None else port, path
 
 
 def invalid(description: str) -> InvalidDPoPProofError:

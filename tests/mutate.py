@@ -57,6 +57,8 @@ class Mutation:
 R, J, A, P, M = ('tests/test_rules.py::', 'tests/test_jwt_access_tokens.py::', 'tests/test_audiences.py::',
                  'tests/test_private_key_jwt.py::', 'tests/test_admin_api.py::')
 ADMIN_ACTOR = M + 'test_every_change_is_audited_with_the_admin_client_as_actor'
+DPOP_HOSTILE = 'tests/test_dpop.py::test_a_proof_failing_a_check_is_refused_at_the_token_endpoint'
+DPOP_ROUTES = 'tests/test_dpop.py::test_a_bound_token_is_refused_without_a_proof_of_its_key_on_every_route'
 
 MUTATIONS = [
     Mutation('secret compared with an early-exit ==', 'models.py',
@@ -197,6 +199,34 @@ MUTATIONS = [
              (M + 'test_hostile_resources_are_refused_by_the_api_and_the_cli',)),
     Mutation("a dead worker's live gauge kept", 'gunicorn.conf.py', '    multiprocess.mark_process_dead(worker.pid)',
              '    pass', ('tests/test_metrics.py::test_restarted_workers_keep_their_counts_and_drop_their_live_gauge',)),
+    # DPoP (RFC 9449 §4.3, §7): each check of a proof, and of the binding.
+    Mutation('DPoP: htm not checked', 'production/dpop.py', '    if htm != request.method:  # step 8',
+             '    if False:', (DPOP_HOSTILE,)),
+    Mutation('DPoP: htu not checked', 'production/dpop.py',
+             'if not isinstance(htu, str) or normalized_uri(htu) is None or normalized_uri(htu) != request_uri():',
+             'if False:', (DPOP_HOSTILE,)),
+    Mutation('DPoP: htu from the Host header', 'production/dpop.py', 'configured = normalized_uri(issuer())',
+             "configured = normalized_uri(request.host_url.rstrip('/'))",
+             ('tests/test_dpop.py::test_an_htu_with_a_letter_that_lowercases_to_ascii_is_refused',)),
+    Mutation('DPoP: ath not checked', 'production/dpop.py',
+             "if not isinstance(ath, str) or not hmac.compare_digest(ath.encode('utf-8', 'surrogatepass'), expected):",
+             'if False:', (DPOP_ROUTES,)),
+    Mutation('DPoP: a proof jti accepted twice at the token endpoint', 'production/dpop.py',
+             '    if proof is not None and not remember(proof):', '    if False:',
+             ('tests/test_dpop.py::test_a_proof_is_accepted_once_at_the_token_endpoint',)),
+    Mutation('DPoP: a proof jti accepted twice at the API', 'production/dpop.py',
+             '    if not remember(proof):\n        return InvalidDPoPProofError',
+             '    if False:\n        return InvalidDPoPProofError',
+             ('tests/test_dpop.py::test_a_proof_is_accepted_once_at_the_api',
+              'tests/test_dpop_end_to_end.py::test_a_replayed_proof_is_refused_by_every_worker_of_every_app_server')),
+    Mutation('DPoP: jkt not matched', 'production/dpop.py',
+             '    if not hmac.compare_digest(proof.jkt, tok.jkt):  # §4.3 step 12', '    if False:', (DPOP_ROUTES,)),
+    Mutation('DPoP: a bound token taken as Bearer', 'production/dpop.py', "    if scheme == 'bearer' and not tok.jkt:",
+             "    if scheme == 'bearer':", (DPOP_ROUTES,)),
+    Mutation('DPoP: the signature not checked', 'production/dpop.py', '    if not verified:  # §4.3 step 6',
+             '    if False:', (DPOP_HOSTILE,)),
+    Mutation('DPoP: iat not checked', 'production/dpop.py', 'or not now - max_age <= iat <= now + CLOCK_SKEW:',
+             'or False:', (DPOP_HOSTILE,)),
 ]
 
 
