@@ -386,7 +386,7 @@ class ApiClient:
 
     def token(self) -> dict:
         """A new token response from the token endpoint (RFC 6749 §5.1)."""
-        return self.call(self.auth.fetch_token)
+        return self.call(lambda: self.auth.fetch_token())  # `auth` reads the metadata: inside the call
 
     def list_items(self) -> dict:
         return self.get('/api/items')

@@ -82,6 +82,8 @@ def test_wrong_secret_is_an_oauth_error(live_server, credentials):
 def test_server_down_is_a_client_error(free_port_url):
     with pytest.raises(ClientError, match='cannot connect'):
         ApiClient(free_port_url, 'a', 'b').me()
+    with pytest.raises(ClientError, match='cannot connect'):  # it reads the metadata first
+        ApiClient(free_port_url, 'a', 'b').token()
 
 
 @pytest.fixture
