@@ -17,6 +17,8 @@ As a script it does what the tutorial's client does, then uses the token:
                                       # a token for another API (RFC 8707)
     python client.py --dpop           # a DPoP-bound token (RFC 9449): bound to a key
                                       # made for this run; --dpop-key key.pem keeps one
+    python client.py --dpop-key key.pem proof GET http://127.0.0.1:5000/api/me --access-token TOKEN
+                                      # print a DPoP proof of one request (for curl)
 
 As a module it gives other code a `requests` auth object (or a session) that
 gets, caches and renews the token itself:
@@ -454,6 +456,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                                     'to register with create-client --jwks')
     make_key.add_argument('file', metavar='FILE')
     make_key.add_argument('--alg', choices=('ES256', 'RS256', 'Ed25519'), default='ES256')
+    proof = commands.add_parser('proof', help='print a DPoP proof of one request, signed with --dpop-key FILE')
+    proof.add_argument('method', metavar='METHOD')
+    proof.add_argument('url', metavar='URL')
+    proof.add_argument('--access-token', metavar='TOKEN', help='the token the request carries (its hash: ath)')
+    proof.add_argument('--nonce', help="the server's DPoP-Nonce")
     args = parser.parse_args(argv)
     if urlsplit(args.server).scheme not in ('http', 'https') or not urlsplit(args.server).hostname:
         parser.error(f'--server must be an http(s) URL, not {args.server!r}')
@@ -508,6 +515,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         private_key, dpop_key = read_key(args.private_key), read_key(args.dpop_key)
+        if args.command == 'proof':
+            if dpop_key is None:
+                raise ClientError('proof needs the key to sign with: --dpop-key FILE (make one with make-key FILE)')
+            print(PrivateKey(dpop_key).dpop_proof(args.method, args.url, args.access_token, args.nonce))
+            return 0
     except ClientError as error:
         print(f'client.py: {error}', file=sys.stderr)
         return 1
