@@ -452,6 +452,25 @@ def test_a_bound_token_is_refused_without_a_proof_of_its_key_on_every_route(http
     assert Client.find(target).name == 'target'
 
 
+@pytest.mark.parametrize('case', HOSTILE)
+def test_a_hostile_proof_at_the_api_is_a_401_never_a_500(http, credentials, key, case):
+    access_token = bound_token(http, credentials, key)
+    sent, _ = hostile_proofs(key)[case]
+    answer = http.get('/api/me', headers={'Authorization': f'DPoP {access_token}', 'DPoP': sent})
+    assert (answer.status_code, answer.get_json()['error']) == (401, 'invalid_dpop_proof')
+    assert_challenge(answer, 'invalid_dpop_proof', dpop_used=True)
+
+
+def test_the_htu_is_the_issuers_whatever_the_host_header_says(app, http, credentials, key, monkeypatch):
+    monkeypatch.setitem(app.config, 'OAUTH2_ISSUER', 'http://localhost')
+    spoofed = {'Host': 'evil.example', 'X-Forwarded-Host': 'evil.example', 'X-Forwarded-Proto': 'https'}
+    for url in ('http://evil.example/oauth/token', 'https://evil.example/oauth/token'):
+        answer = http.post(TOKEN_URL, data=token_form(*credentials), headers={**spoofed, 'DPoP': proof(key, url=url)})
+        assert_refused_proof(answer)
+    answer = http.post(TOKEN_URL, data=token_form(*credentials), headers={**spoofed, 'DPoP': proof(key)})
+    assert answer.status_code == 200, answer.get_json()
+
+
 def test_a_proof_is_accepted_once_at_the_api(http, credentials, key):
     access_token = bound_token(http, credentials, key)
     headers = dpop_headers(key, access_token)
@@ -563,6 +582,17 @@ def test_used_jtis_are_kept_no_longer_than_a_proof_is_accepted(app, http, creden
     db.session.execute(db.update(UsedJti).values(expires=utcnow() - timedelta(seconds=1)))
     db.session.commit()
     assert app.test_cli_runner().invoke(args=['purge-tokens']).exit_code == 0
+    assert count(UsedJti) == 0
+
+
+def test_the_servers_own_housekeeping_deletes_expired_jtis(app, http, credentials, key, monkeypatch):
+    access_token = bound_token(http, credentials, key)
+    assert http.get('/api/me', headers=dpop_headers(key, access_token)).status_code == 200
+    assert count(UsedJti) == 2
+    db.session.execute(db.update(UsedJti).values(expires=utcnow() - timedelta(seconds=1)))
+    db.session.commit()
+    monkeypatch.setitem(app.config, 'PURGE_EVERY', 1)  # after every request, as after every 1,000
+    assert http.get('/healthz').status_code == 200
     assert count(UsedJti) == 0
 
 
