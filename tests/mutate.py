@@ -198,7 +198,8 @@ MUTATIONS = [
              '    if len(resources) > MAX_RESOURCES:', '    if False:',
              (M + 'test_hostile_resources_are_refused_by_the_api_and_the_cli',)),
     Mutation("a dead worker's live gauge kept", 'gunicorn.conf.py', '    multiprocess.mark_process_dead(worker.pid)',
-             '    pass', ('tests/test_metrics.py::test_restarted_workers_keep_their_counts_and_drop_their_live_gauge',)),
+             '    pass',
+             ('tests/test_metrics.py::test_restarted_workers_keep_their_counts_and_drop_their_live_gauge',)),
     # DPoP (RFC 9449 §4.3, §7): each check of a proof, and of the binding.
     Mutation('DPoP: htm not checked', 'production/dpop.py', '    if htm != request.method:  # step 8',
              '    if False:', (DPOP_HOSTILE,)),
