@@ -23,11 +23,11 @@ the project's tables. wrk drives POST /oauth/token (form and Basic
 credentials) and GET /api/me for a fixed time. Each endpoint is measured in
 rounds, the apps taking turns, so that a moment of noise on the machine lands
 on no app alone; tables show the median round (req/s, p50 and p99 latency),
-bench/latest.json keeps every round. Each app is warmed up first (--warmup
-seconds on GET /api/me and on the token endpoint). GET /api/me is measured
-next, on a small tokens table (the warm-up's tokens), and again at the end
-on the apps sharing the project's tables, after the tokens table is
-bulk-seeded to --tokens rows. Then each app's worker memory (RSS) is read.
+bench/latest.json keeps every round; before its first round each app has
+--warmup seconds on the endpoint, unmeasured. GET /api/me is measured first,
+on a tokens table holding a handful of rows, and again at the end on the
+apps sharing the project's tables, after the tokens table is bulk-seeded to
+--tokens rows. Then each app's worker memory (RSS) is read.
 The targets the project has set itself are printed, met or not.
 
 The DOT peer and granian run from virtual environments of their own, made
@@ -404,18 +404,13 @@ def measure(database_url: str, dot_database_url: str, args, workdir: Path) -> di
         def scripts(endpoint: str, names, clients: dict = credentials) -> dict:
             return wrk_scripts(endpoint, {name: (servers[name].url, clients[name]) for name in names})
 
-        # Each app's workers loaded, their pools filled, before any figure counts.
-        for endpoint in ('GET /api/me', 'POST /oauth/token (form)') if args.warmup else ():
-            for url, script in scripts(endpoint, APPS).values():
+        # GET /api/me first, while the tokens table holds a handful of rows.
+        for endpoint in ('GET /api/me', 'POST /oauth/token (form)', 'POST /oauth/token (Basic)'):
+            measured = scripts(endpoint, APPS)
+            for url, script in measured.values() if args.warmup else ():  # its code loaded, its pools filled
                 run_wrk(url, script, args, workdir, seconds=args.warmup)
-
-        # GET /api/me first, while the tokens table is small.
-        take_turns(scripts('GET /api/me', APPS), args, workdir, runs, 'app', database=kind, phase='small',
-                   endpoint='GET /api/me')
-        tokens['small'] = database_count(database_url, 'SELECT count(*) FROM tokens')
-        for endpoint in ('POST /oauth/token (form)', 'POST /oauth/token (Basic)'):
-            take_turns(scripts(endpoint, APPS), args, workdir, runs, 'app', database=kind, phase='small',
-                       endpoint=endpoint)
+            take_turns(measured, args, workdir, runs, 'app', database=kind, phase='small', endpoint=endpoint)
+            tokens.setdefault('small', database_count(database_url, 'SELECT count(*) FROM tokens'))
 
         # DOT's default hasher: about a second of CPU per request, so two
         # connections (one a worker) and a few seconds, once.
@@ -585,7 +580,7 @@ def main() -> int:
     parser.add_argument('--rounds', type=int, default=3, help='measurements of each endpoint and app (default 3)')
     parser.add_argument('--connections', type=int, default=16)
     parser.add_argument('--threads', type=int, default=2, help="wrk's threads")
-    parser.add_argument('--warmup', type=int, default=1, help='seconds of load on each app before measuring')
+    parser.add_argument('--warmup', type=int, default=1, help='unmeasured seconds on each app and endpoint first')
     parser.add_argument('--tokens', type=int, default=1_000_000, help='rows in the tokens table for the second pass')
     parser.add_argument('--side-tables', action='store_true',
                         help="also the project's token formats (JWT / opaque) and metrics (on / off) side by side")
