@@ -3,8 +3,10 @@ through the database, and their rotation.
 
 One key signs at a time: the newest one not retired. `rotate-signing-key`
 retires it and adds a new one; a retired key's public half stays published
-(at /.well-known/jwks.json, RFC 7517) and keeps verifying until every token
-it could have signed has expired, then it is dropped.
+(at /.well-known/jwks.json, RFC 7517), so that an API verifying tokens with
+the published keys accepts those it signed, until every token it could have
+signed has expired, then it is dropped. This server verifies no signature:
+it looks every token up in the database (production/access_tokens.py).
 
 A private key is never printed, logged or served. In the database it is a
 PKCS#8 PEM encrypted with SIGNING_KEY_PASSPHRASE, so that a copy of the
@@ -15,11 +17,10 @@ A key stored in clear earlier is encrypted once a passphrase is set, when a
 process first uses the database (protect_stored_keys). A retired key keeps
 only its public half. No key is made until a client needs a JWT.
 
-Each process keeps the keys it read (KeyRing), so that signing and
-verifying read no row: it reads them again every SIGNING_KEY_CACHE_SECONDS,
-so it follows a rotation within that time, and a token naming a kid it has
-not seen makes it look that one key up (a kid found nowhere is not looked
-up again for UNKNOWN_KID_SECONDS).
+Each process keeps the key it signs with (KeyRing), so that signing reads
+no row: it reads it again every SIGNING_KEY_CACHE_SECONDS, so it follows a
+rotation within that time. The JWKS is read from the database each time it
+is asked for.
 """
 from __future__ import annotations
 
@@ -27,7 +28,6 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -49,9 +49,7 @@ log = logging.getLogger(__name__)
 # makes tokens a third shorter (bench/jose_algorithms.py; README: "Keys and
 # their rotation").
 ALGORITHMS = {'ES256': (ECKey, 'P-256'), 'RS256': (RSAKey, 2048)}  # alg: its key type, curve or size
-UNKNOWN_KID_SECONDS = 5.0
 CANNOT_SIGN_RETRY_AFTER = 60  # seconds; it takes an operator: a passphrase, or a new key
-UNKNOWN_KIDS_REMEMBERED = 1000
 
 
 class SigningKey(db.Model):
@@ -62,10 +60,10 @@ class SigningKey(db.Model):
     alg: Mapped[str] = mapped_column(String(16))
     public_jwk: Mapped[str] = mapped_column(Text)  # JSON
     # PKCS#8, encrypted with the passphrase (in clear only from python server.py
-    # without one); None once retired: a retired key only verifies.
+    # without one); None once retired: a retired key is only published.
     private_pem: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    # Set by a rotation: it stopped signing then, and verifies until publish_until.
+    # Set by a rotation: it stopped signing then, and is published until publish_until.
     retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     publish_until: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
@@ -83,17 +81,13 @@ class SigningKey(db.Model):
 
     @classmethod
     def is_published(cls):
-        """The condition: its public half is served, and verifies tokens."""
+        """The condition: its public half is served in the JWKS."""
         return db.or_(cls.publish_until.is_(None), cls.publish_until > utcnow())
 
     @classmethod
     def published(cls) -> list[SigningKey]:
         """The published keys, newest first."""
         return list(db.session.scalars(db.select(cls).where(cls.is_published()).order_by(cls.id.desc())))
-
-    @classmethod
-    def find_published(cls, kid: str) -> SigningKey | None:
-        return db.session.scalars(db.select(cls).where(cls.kid == kid, cls.is_published())).first()
 
     @classmethod
     def rotate(cls, alg: str, configured_lifetime: int) -> SigningKey:
@@ -117,7 +111,7 @@ class SigningKey(db.Model):
 
     @staticmethod
     def retired_publish_until(now: datetime, configured_lifetime: int) -> datetime:
-        """Until when a key retired `now` verifies: as long as the longest-lived
+        """Until when a key retired `now` stays published: as long as the longest-lived
         token it signed, or may still sign from a process's cache, can live.
         The lifetime configured where this runs (the CLI may not have the
         server's environment), the clients' own, and those of the live tokens
@@ -167,11 +161,12 @@ class SigningKey(db.Model):
             raise self.unusable('it has no private key')
         if key.thumbprint() != self.kid:
             raise self.unusable('its private key is not the key its kid names')
-        self.public()
+        self.served_jwk()  # the public half must be readable too
         return key
 
-    def public(self) -> PublicKey:
-        """Its public half; UnusableKey for a row that holds no readable one."""
+    def served_jwk(self) -> dict:
+        """Its public half as the JWKS serves it; UnusableKey for a row that
+        holds no readable one."""
         key_type = self.key_type()
         try:
             key = key_type.import_key(json.loads(self.public_jwk))
@@ -180,8 +175,7 @@ class SigningKey(db.Model):
         if key.thumbprint() != self.kid:
             raise self.unusable('its public JWK is not the key its kid names')
         # Served as made from the key, never as stored: public members only.
-        jwk = key.as_dict(private=False, kid=self.kid, alg=self.alg, use='sig')
-        return PublicKey(self.alg, key_type.import_key(jwk), jwk, self.publish_until)
+        return key.as_dict(private=False, kid=self.kid, alg=self.alg, use='sig')
 
     def unusable(self, reason: str) -> UnusableKey:
         return UnusableKey(f'JWT signing key {self.kid} is unusable: {reason}')
@@ -209,27 +203,16 @@ def seconds_between(start, end):
     return func.extract('epoch', end - start)
 
 
-@dataclass(frozen=True, slots=True)
-class PublicKey:
-    alg: str
-    key: Key
-    jwk: dict
-    publish_until: datetime | None
-
-
 class KeyRing:
-    """This process's copy of the keys, read from the database when needed."""
+    """This process's copy of the key it signs with, read from the database when needed."""
 
     def __init__(self):
         self._lock = threading.Lock()
         self.forget()
 
     def forget(self) -> None:
-        """Read everything again on next use (after a rotation in this process)."""
+        """Read the signing key again on next use (after a rotation in this process)."""
         self._signing: tuple[float, str, Key] | None = None  # (read at, alg, private key)
-        self._public: dict[str, PublicKey] = {}
-        self._public_read_at = float('-inf')
-        self._unknown: dict[str, float] = {}  # kid -> when it may be looked up again
         self._said_unusable: set[str] = set()  # kids of unreadable published keys, logged once
 
     def signing_key(self) -> tuple[str, Key]:
@@ -249,44 +232,17 @@ class KeyRing:
                                  status_code=503) from None
             return self._signing[1], self._signing[2]
 
-    def public_key(self, kid: str) -> PublicKey | None:
-        """The published key with this kid, or None (unknown, or no longer published)."""
-        now = time.monotonic()
-        if now - self._public_read_at >= current_app.config['SIGNING_KEY_CACHE_SECONDS']:
-            self._read_published()  # retirements made elsewhere reach this process
-        found = self._public.get(kid)
-        if found is None and self._unknown.get(kid, 0.0) <= now:
-            # A key made since (a rotation): as cheap as an opaque token's lookup.
-            # A made-up kid costs the same, then is remembered for a while.
-            stored = SigningKey.find_published(kid)
-            with self._lock:
-                if stored is None:
-                    if len(self._unknown) >= UNKNOWN_KIDS_REMEMBERED:
-                        self._unknown.clear()
-                    self._unknown[kid] = now + UNKNOWN_KID_SECONDS
-                else:
-                    found = self._public[kid] = self._readable(stored)
-        if found is not None and found.publish_until is not None and utcnow() >= found.publish_until:
-            return None
-        return found
-
     def jwks(self) -> dict:
         """The JWK Set to publish (RFC 7517 §5): every published public key
         this server can read; none (`{"keys": []}`) before the first JWT.
         Asking makes no key."""
-        self._read_published()
-        return {'keys': [public.jwk for public in self._public.values()]}
+        return {'keys': [jwk for key in SigningKey.published() if (jwk := self._readable(key))]}
 
-    def _read_published(self) -> None:
-        published = {key.kid: public for key in SigningKey.published() if (public := self._readable(key))}
-        with self._lock:
-            self._public, self._public_read_at = published, time.monotonic()
-
-    def _readable(self, stored: SigningKey) -> PublicKey | None:
+    def _readable(self, stored: SigningKey) -> dict | None:
         """Its public half, or None for a corrupt row: the JWKS serves the
         other keys, and this one's fault is logged once per process."""
         try:
-            return stored.public()
+            return stored.served_jwk()
         except UnusableKey as error:
             if stored.kid not in self._said_unusable:
                 self._said_unusable.add(stored.kid)
