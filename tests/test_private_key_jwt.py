@@ -165,6 +165,20 @@ def test_a_replay_right_after_a_purge_is_refused(http, register):
     assert refused(ask_token(http, signed)) == REFUSED
 
 
+def test_an_unexpired_jti_survives_every_purge_and_its_replay_is_refused(app, http, register):
+    # A jti is kept until its assertion's exp (plus CLOCK_SKEW), not until
+    # it was used: neither the server's batch purge nor purge-tokens frees it.
+    key = new_key()
+    client_id = register(key)
+    signed = assertion(client_id, key, exp=int(time.time()) + 60)
+    assert ask_token(http, signed).status_code == 200
+    assert purge_dead_rows(batch=1000)['jtis'] == 0  # as the server purges, every PURGE_EVERY requests
+    assert refused(ask_token(http, signed)) == REFUSED
+    assert app.test_cli_runner().invoke(args=['purge-tokens']).exit_code == 0
+    assert db.session.scalar(db.select(db.func.count(UsedJti.key))) == 1
+    assert refused(ask_token(http, signed)) == REFUSED
+
+
 def test_the_same_jti_of_another_client_is_its_own(http, register):
     one, other = new_key(), new_key()
     first, second = register(one, name='one'), register(other, name='other')

@@ -106,7 +106,7 @@ def test_gunicorn_without_a_passphrase_answers_503_and_stores_no_key(start_gunic
                             **({'FLASK_DEVELOPMENT_SERVER': 'true'} if claims_development else {}))
     credentials = create_client(database_url)
     answer = requests.post(f'{server.url}/oauth/token', data=token_form(*credentials), timeout=10)
-    assert (answer.status_code, answer.json()['error'], answer.headers['Retry-After']) == (
+    assert (answer.status_code, answer.json().get('error'), answer.headers.get('Retry-After')) == (
         503, 'temporarily_unavailable', '60')
     log = server.log_path.read_text()
     assert log.count(NO_KEY_IN_CLEAR) == 1 and 'Traceback' not in log
