@@ -56,6 +56,8 @@ class Mutation:
 
 R, J, A, P, M = ('tests/test_rules.py::', 'tests/test_jwt_access_tokens.py::', 'tests/test_audiences.py::',
                  'tests/test_private_key_jwt.py::', 'tests/test_admin_api.py::')
+KEYS = 'tests/test_signing_keys.py::'
+MIGRATIONS_KEEP_ROWS = 'tests/test_migrations.py::test_down_to_an_older_revision_and_up_again_keeps_every_row'
 ADMIN_ACTOR = M + 'test_every_change_is_audited_with_the_admin_client_as_actor'
 DPOP_HOSTILE = 'tests/test_dpop.py::test_a_proof_failing_a_check_is_refused_at_the_token_endpoint'
 DPOP_ROUTES = 'tests/test_dpop.py::test_a_bound_token_is_refused_without_a_proof_of_its_key_on_every_route'
@@ -200,6 +202,48 @@ MUTATIONS = [
     Mutation("a dead worker's live gauge kept", 'gunicorn.conf.py', '    multiprocess.mark_process_dead(worker.pid)',
              '    pass',
              ('tests/test_metrics.py::test_restarted_workers_keep_their_counts_and_drop_their_live_gauge',)),
+    # Keys and jtis (issue 24, on the code after issue 22: this server verifies no JWT itself).
+    Mutation('a retired key published for the token lifetime only, not plus the cache time',
+             'production/signing_keys.py',
+             "keep = timedelta(seconds=int(max(lifetimes)) + current_app.config['SIGNING_KEY_CACHE_SECONDS'])",
+             'keep = timedelta(seconds=int(max(lifetimes)))',
+             (J + 'test_rotation_keeps_live_tokens_working',
+              KEYS + 'test_a_clients_longer_lifetime_keeps_the_retired_key_longer')),
+    Mutation("a rotation ignores the clients' own token lifetimes", 'production/signing_keys.py',
+             '                     *db.session.scalars(db.select(Client.token_lifetime)'
+             '.where(Client.token_lifetime.is_not(None))),\n', '',
+             (KEYS + 'test_a_clients_longer_lifetime_keeps_the_retired_key_longer',)),
+    Mutation('the JWKS serves a key past its publish_until', 'production/signing_keys.py',
+             'return db.or_(cls.publish_until.is_(None), cls.publish_until > utcnow())', 'return db.true()',
+             (J + 'test_a_retired_key_goes_once_its_tokens_have_expired',)),
+    Mutation('a retired key keeps its private PEM', 'production/signing_keys.py',
+             'publish_until=cls.retired_publish_until(now, configured_lifetime),\n                private_pem=None))',
+             'publish_until=cls.retired_publish_until(now, configured_lifetime)))',
+             (KEYS + 'test_a_retired_key_keeps_only_its_public_half_and_still_verifies',)),
+    Mutation('the JWKS makes a key', 'production/signing_keys.py',
+             "        return {'keys': [jwk for key in SigningKey.published() if (jwk := self._readable(key))]}",
+             "        self.signing_key()\n"
+             "        return {'keys': [jwk for key in SigningKey.published() if (jwk := self._readable(key))]}",
+             (KEYS + 'test_the_jwks_of_a_server_without_a_key_is_empty_and_asking_makes_none',)),
+    Mutation('a key stored in clear without the development server', 'production/signing_keys.py',
+             "if passphrase() is None and not current_app.config.get('DEVELOPMENT_SERVER'):", 'if False:',
+             (KEYS + 'test_without_a_passphrase_no_key_is_made_outside_the_development_server',
+              KEYS + 'test_gunicorn_without_a_passphrase_answers_503_and_stores_no_key')),
+    Mutation('FLASK_DEVELOPMENT_SERVER taken from the environment', 'production/settings.py',
+             "    app.config['DEVELOPMENT_SERVER'] = False\n",
+             "    app.config.setdefault('DEVELOPMENT_SERVER', False)\n",
+             (KEYS + 'test_gunicorn_without_a_passphrase_answers_503_and_stores_no_key[claims-to-be-the-dev-server]',)),
+    Mutation('an assertion jti kept until it is used, not until its exp', 'production/client_assertions.py',
+             'expires = datetime.fromtimestamp(exp + CLOCK_SKEW, UTC)', 'expires = datetime.now(UTC)',
+             (P + 'test_a_replay_right_after_a_purge_is_refused',
+              P + 'test_an_unexpired_jti_survives_every_purge_and_its_replay_is_refused')),
+    Mutation('housekeeping purges jtis that have not expired', 'production/replay.py',
+             'deleted = db.session.execute(db.delete(cls).where(cls.expires <= utcnow())).rowcount',
+             'deleted = db.session.execute(db.delete(cls)).rowcount',
+             (P + 'test_an_unexpired_jti_survives_every_purge_and_its_replay_is_refused',)),
+    Mutation('migrations on SQLite with foreign keys on', 'migrations/env.py',
+             "connection.exec_driver_sql('PRAGMA foreign_keys=OFF')", 'pass',
+             (MIGRATIONS_KEEP_ROWS + '[sqlite-0001]', MIGRATIONS_KEEP_ROWS + '[sqlite-0002]')),  # both copy `clients`
     # DPoP (RFC 9449 §4.3, §7): each check of a proof, and of the binding.
     Mutation('DPoP: htm not checked', 'production/dpop.py', '    if htm != request.method:  # step 8',
              '    if False:', (DPOP_HOSTILE,)),
