@@ -324,7 +324,7 @@ def test_a_token_for_another_api_is_refused_whatever_host_the_request_names(http
                    http.get('/api/items', headers=for_billing, **as_billing),
                    http.post('/api/items', headers=for_billing, json={'name': 'x'}, **as_billing),
                    http.get('/api/me', headers={**for_billing, 'Host': 'billing.example.com'})):
-        assert (answer.status_code, answer.get_json()['error']) == (401, 'invalid_token')
+        assert (answer.status_code, answer.get_json().get('error')) == (401, 'invalid_token')
     assert count(Item) == 0
 
 
