@@ -1,5 +1,7 @@
-"""gunicorn's settings for this server: `gunicorn server:app`, run from this
-folder, reads them (command-line options still override them).
+"""gunicorn's settings for this server: `gunicorn -c gunicorn.conf.py server:app`
+(gunicorn also reads it unasked when started in this folder; with --chdir
+from elsewhere, give -c with its path). Command-line options override them.
+The app refuses to start under gunicorn without them (production/settings.py).
 
 FLASK_OAUTH2_ISSUER must be set (in the environment, or with --env): the
 server names itself by it, never by a request's Host header (README:
@@ -13,6 +15,10 @@ nothing.
 """
 forwarded_allow_ips = ''
 secure_scheme_headers = {}
+
+import os as _os  # noqa: E402 - gunicorn reads this module's public names as settings
+
+_os.environ['OAUTH_SERVER_GUNICORN_CONF'] = __file__  # the app checks that this file was read
 
 # Access log lines (when --access-logfile is given) show the path without its
 # query string: a token sent in a URL is refused, and must not be logged
@@ -29,7 +35,6 @@ access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s "%(
 # totals would drop: the folder gains two files (64 KiB each, mostly sparse)
 # a worker started, so with --max-requests N about two every N requests a
 # worker, until the next start empties it.
-import os as _os  # noqa: E402 - gunicorn reads this module's public names as settings
 import shutil as _shutil  # noqa: E402
 import tempfile as _tempfile  # noqa: E402
 

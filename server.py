@@ -8,12 +8,17 @@ production/, one module a concern, each joined here by one line.
 
     python server.py                       # development server with a demo client
     flask --app server create-client NAME  # register a machine client
-    gunicorn -w 4 server:app               # production
+    gunicorn -c gunicorn.conf.py -w 4 server:app  # production
 """
 from __future__ import annotations
 
-import argparse
+import signal
 import sys
+
+if __name__ == '__main__':  # Ctrl-C while it starts up: stop quietly, as the shell expects (no traceback)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+import argparse
 
 from flask import Flask, jsonify, request
 from oauthlib.oauth2.rfc6749 import errors
@@ -255,10 +260,17 @@ def ensure_demo_client() -> None:
     db.session.commit()
 
 
+def port_number(text: str) -> int:
+    port = int(text)  # argparse turns a ValueError into one line: "invalid port_number value"
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f'{port} is not a TCP port (1 to 65535)')
+    return port
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description='Run the development authorization server.')
     parser.add_argument('--host', default='127.0.0.1')
-    parser.add_argument('--port', type=int, default=5000)
+    parser.add_argument('--port', type=port_number, default=5000)
     parser.add_argument('--no-demo', action='store_true', help='do not create the demo client')
     args = parser.parse_args(argv)
     app.config['DEVELOPMENT_SERVER'] = True  # it alone may keep a JWT signing key without a passphrase
@@ -271,6 +283,7 @@ def main(argv=None) -> int:
         except SQLAlchemyError as error:
             print(f'server.py: cannot use the database: {database.database_error_line(error)}', file=sys.stderr)
             return 1
+        print(f'Database: {database.location()}', flush=True)
     if not args.no_demo:
         print(f'Demo client (local use only, never in production): '
               f'client_id={DEMO_CLIENT_ID} client_secret={DEMO_CLIENT_SECRET}', flush=True)

@@ -91,6 +91,11 @@ def execute_one(statement, params: dict, *, write: bool = False) -> Row | None:
         raise
 
 
+def location() -> str:
+    """Where the data is, fit to print: a SQLite file's path, or the URL without its password."""
+    return database_file(db.engine) or db.engine.url.render_as_string(hide_password=True)
+
+
 def database_error_line(error: SQLAlchemyError) -> str:
     """The database's own words, one line: for logs and the command line."""
     return str(getattr(error, 'orig', None) or error).strip().splitlines()[0]

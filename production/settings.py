@@ -1,11 +1,15 @@
-"""Settings: the defaults below, then the environment.
+"""Settings: the defaults below, then the environment, then their checks.
 
 Every key can be overridden as FLASK_<KEY> (the value is parsed as JSON, so
 FLASK_RATELIMIT_ENABLED=false is False), and DATABASE_URL names the database.
+Each setting is checked when the app is made (CHECKS): a bad one stops the
+program there with one line, before it serves a request or runs a command.
 """
 import ipaddress
 import os
 import sys
+from pathlib import Path
+from urllib.parse import urlsplit
 
 from flask import current_app, request, url_for
 from sqlalchemy.engine import make_url
@@ -13,9 +17,13 @@ from sqlalchemy.exc import ArgumentError
 
 from production.errors import RetryLater
 
+# Where a relative SQLite path lives: the project's instance/ folder, whatever
+# the working directory (Flask's own instance folder moves with it when
+# server.py runs as a script).
+INSTANCE_FOLDER = Path(__file__).resolve().parent.parent / 'instance'
+
 DEFAULTS = {
-    # Relative SQLite paths live in Flask's instance folder.
-    'SQLALCHEMY_DATABASE_URI': 'sqlite:///oauth.sqlite',
+    'SQLALCHEMY_DATABASE_URI': 'sqlite:///oauth.sqlite',  # in INSTANCE_FOLDER
     # `introspect` lets a resource server introspect any client's tokens;
     # `admin` opens the admin API (production/admin_api.py). No client has
     # either unless given it.
@@ -69,37 +77,54 @@ DEFAULTS = {
 
 def database_url(url: str) -> str:
     """DATABASE_URL as SQLAlchemy takes it. postgres:// and postgresql://,
-    what hosting platforms hand out, mean PostgreSQL through psycopg 3; any
-    other database, or no URL at all, stops the program with one line
-    (SystemExit), not a traceback."""
+    what hosting platforms hand out, mean PostgreSQL through psycopg 3; a
+    relative SQLite path is in INSTANCE_FOLDER. Any other database, no URL at
+    all, or a SQLite file that cannot be made, stops the program with one
+    line (refuse), not a traceback."""
     try:
         parsed = make_url(url)
     except ArgumentError:
-        raise SystemExit(f'DATABASE_URL is not a database URL: {url[:80]!r} '
-                         '(e.g. sqlite:///oauth.sqlite or postgresql://user:password@host/dbname)') from None
+        refuse(f'DATABASE_URL is not a database URL: {url[:80]!r} '
+               '(e.g. sqlite:///oauth.sqlite or postgresql://user:password@host/dbname)')
     if parsed.drivername in ('postgres', 'postgresql'):
         parsed = parsed.set(drivername='postgresql+psycopg')
     if parsed.drivername not in ('sqlite', 'postgresql+psycopg'):
-        raise SystemExit(f'DATABASE_URL is a {parsed.drivername} URL; this server runs on '
-                         'SQLite (sqlite:///path) or PostgreSQL (postgresql://user:password@host/dbname)')
+        refuse(f'DATABASE_URL is a {parsed.drivername} URL; this server runs on '
+               'SQLite (sqlite:///path) or PostgreSQL (postgresql://user:password@host/dbname)')
+    if parsed.drivername == 'sqlite' and parsed.database and not parsed.database.startswith((':', 'file:')):
+        parsed = parsed.set(database=sqlite_file(parsed.database))
     return parsed.render_as_string(hide_password=False)
 
 
-CHOICES = {'ACCESS_TOKEN_FORMAT': ('opaque', 'jwt'), 'JWT_SIGNING_ALG': ('ES256', 'RS256')}
+def sqlite_file(path: str) -> str:
+    """The absolute path of a SQLite database file, its folder checked: SQLite
+    itself says only "unable to open database file"."""
+    if not os.path.isabs(path):
+        INSTANCE_FOLDER.mkdir(mode=0o700, exist_ok=True)
+        path = str(INSTANCE_FOLDER / path)
+    folder = os.path.dirname(path)
+    if not os.path.isdir(folder):
+        refuse(f'DATABASE_URL names the SQLite file {path}, but the folder {folder} does not exist')
+    # WAL mode: SQLite makes the -wal and -shm files beside the database.
+    if not os.access(folder, os.W_OK | os.X_OK):
+        refuse(f'DATABASE_URL names the SQLite file {path}, but this user cannot write in {folder} '
+               '(SQLite makes its -wal and -shm files there)')
+    if os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
+        refuse(f'DATABASE_URL names the SQLite file {path}, but this user cannot read and write it')
+    return path
 
 
 def configure(app) -> None:
-    """The defaults, then whatever the environment overrides."""
+    """The defaults, then whatever the environment overrides, each checked."""
     app.config.update(DEFAULTS)
     app.config.from_prefixed_env()
     # Set by server.main() alone, never by the environment: it lets the
     # development server keep a JWT signing key without a passphrase.
     app.config['DEVELOPMENT_SERVER'] = False
-    for key, choices in CHOICES.items():
-        if app.config[key] not in choices:
-            raise SystemExit(f'FLASK_{key} is {app.config[key]!r}; it must be one of: {", ".join(choices)}')
-    if os.environ.get('DATABASE_URL'):
-        app.config['SQLALCHEMY_DATABASE_URI'] = database_url(os.environ['DATABASE_URL'])
+    check_settings(app.config)
+    check_gunicorn_config()
+    app.config['SQLALCHEMY_DATABASE_URI'] = database_url(
+        os.environ.get('DATABASE_URL') or app.config['SQLALCHEMY_DATABASE_URI'])
     if not app.config['SQLALCHEMY_DATABASE_URI'].startswith('sqlite'):
         # Test each pooled connection before use, so the app survives a database
         # server restart. SQLite has no server to lose: the test would be wasted.
@@ -149,3 +174,184 @@ def set_development_issuer(app, host: str, port: int) -> None:
 def public_url(endpoint: str = '') -> str:
     """An absolute URL under the issuer: the issuer itself, or an endpoint's."""
     return issuer() + (url_for(endpoint)[len(request.script_root):] if endpoint else '')
+
+
+# --- The checks: what each setting may be ---------------------------------
+# One line a setting in CHECKS; configure() runs them all. A check returns the
+# value as the app uses it, or raises ValueError saying what it must be.
+
+
+def whole_number(low: int, high: int | None = None):
+    def check(value):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low or (high and value > high):
+            raise ValueError(f'a whole number from {low} to {high}' if high else f'a whole number, {low} or more')
+        return value
+    return check
+
+
+def true_or_false(value):
+    if not isinstance(value, bool):
+        raise ValueError('true or false')
+    return value
+
+
+def one_of(*choices):
+    def check(value):
+        if value not in choices:
+            raise ValueError('one of: ' + ', '.join(choices))
+        return value
+    return check
+
+
+def reads_text(check):
+    """Mark a check of a text setting: it gets the environment's text as
+    typed, before JSON turns 0123 into 123 or true into True."""
+    check.reads_text = True
+    return check
+
+
+@reads_text
+def text(value):
+    if not isinstance(value, str) or not value or not value.isprintable():
+        raise ValueError('a non-empty line of text')
+    return value
+
+
+def optional(check):
+    """None (unset: the default), or what `check` accepts."""
+    def check_unless_none(value):
+        return None if value is None else check(value)
+    check_unless_none.reads_text = getattr(check, 'reads_text', False)
+    return check_unless_none
+
+
+@reads_text
+def realm(value):
+    if not set(text(value)).isdisjoint('"\\'):  # it goes inside a quoted-string (RFC 9110 §5.6.4)
+        raise ValueError('a line of text without " or \\')
+    return value
+
+
+@reads_text
+def url(value):
+    parts = urlsplit(text(value))
+    if parts.scheme not in ('http', 'https') or not parts.hostname or parts.query or parts.fragment:
+        raise ValueError('an absolute http(s) URL without a query or fragment, e.g. https://auth.example.com')
+    return value
+
+
+@reads_text
+def resource(value):
+    from production.audiences import check_resource  # RFC 8707 §2
+    try:
+        return check_resource(text(value))
+    except ValueError:
+        raise ValueError('an absolute URI without a fragment, e.g. https://auth.example.com/api') from None
+
+
+@reads_text
+def appendable_file(value):
+    try:
+        os.close(os.open(text(value), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600))
+    except OSError as error:
+        raise ValueError(f'a file this user can append to ({error.strerror})') from None
+    return value
+
+
+def scopes(value):
+    # A JSON list, or the scopes space-separated as in a token request (RFC 6749 §3.3).
+    value = value.split() if isinstance(value, str) else value
+    if not isinstance(value, list) or not value or not all(
+            isinstance(scope, str) and scope.isascii() and scope.isprintable() and set(scope).isdisjoint(' "\\')
+            for scope in value):
+        raise ValueError('a list of scopes, e.g. ["read", "write", "introspect", "admin"]')
+    return value
+
+
+def rate(value):
+    from limits import parse  # the limits library's syntax
+    try:
+        if parse(value).amount < 1:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ValueError('a rate such as "10 per minute"') from None
+    return value
+
+
+def rate_limit_storage(value):
+    from limits.errors import ConfigurationError
+    from limits.storage import storage_from_string
+
+    import production.bruteforce  # noqa: F401 - it registers database://
+    try:
+        storage_from_string(value)
+    except (TypeError, ValueError, ConfigurationError):
+        raise ValueError('memory://, database:// or redis://host:6379') from None
+    return value
+
+
+def networks(value):
+    from production.metrics import allowed_networks
+    value = [value] if isinstance(value, str) else value
+    try:
+        allowed_networks(value)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f'a list of addresses or CIDR blocks, e.g. ["127.0.0.1", "10.0.0.0/8"] ({error})') from None
+    return value
+
+
+CHECKS = {
+    'OAUTH2_PROVIDER_TOKEN_EXPIRES_IN': whole_number(1, 366 * 24 * 3600),  # 0 would mean 3600 to the provider
+    'OAUTH2_SCOPES_SUPPORTED': scopes,
+    'OAUTH2_REALM': realm,
+    'OAUTH2_ISSUER': optional(url),
+    'ACCESS_TOKEN_FORMAT': one_of('opaque', 'jwt'),
+    'JWT_SIGNING_ALG': one_of('ES256', 'RS256'),
+    'SIGNING_KEY_PASSPHRASE': optional(text),
+    'SIGNING_KEY_CACHE_SECONDS': whole_number(0, 3600),
+    'API_RESOURCE': optional(resource),
+    'CLIENT_ASSERTION_MAX_LIFETIME': whole_number(1, 3600),
+    'METRICS_ENABLED': true_or_false,
+    'METRICS_ALLOWED_ADDRESSES': networks,
+    'METRICS_BEARER_TOKEN': optional(text),
+    'MAX_CONTENT_LENGTH': whole_number(1024),
+    'AUTH_FAILURES_PER_ADDRESS': rate,
+    'AUTH_FAILURES_PER_CLIENT_ADDRESS': rate,
+    'TOKENS_PER_CLIENT': rate,
+    'RATELIMIT_ENABLED': true_or_false,
+    'RATELIMIT_STORAGE_URI': rate_limit_storage,
+    'TRUSTED_PROXIES': whole_number(0, 10),
+    'AUDIT_LOG_FILE': optional(appendable_file),
+    'PURGE_EVERY': whole_number(0),
+    'PURGE_BATCH': whole_number(1),
+}
+
+
+def check_settings(config) -> None:
+    """Run every check on its setting; a bad value stops the program in one line."""
+    for key, check in CHECKS.items():
+        typed = os.environ.get(f'FLASK_{key}')
+        value = typed if typed is not None and getattr(check, 'reads_text', False) else config[key]
+        try:
+            config[key] = check(value)
+        except (TypeError, ValueError) as error:
+            refuse(f'FLASK_{key} is {typed if typed is not None else value!r}; it must be {error}')
+
+
+def check_gunicorn_config() -> None:
+    """gunicorn reads ./gunicorn.conf.py from the folder it starts in, not
+    from --chdir's; without it gunicorn believes X-Forwarded-Proto from
+    127.0.0.1, and /metrics counts one worker. The file marks the environment."""
+    if 'gunicorn.arbiter' in sys.modules and not os.environ.get('OAUTH_SERVER_GUNICORN_CONF'):
+        refuse("gunicorn did not read this project's gunicorn.conf.py: "
+               'give it as -c /path/to/gunicorn.conf.py (needed with --chdir from another folder)')
+
+
+def refuse(message: str):
+    """Stop the program with one line on standard error. Under gunicorn a
+    worker exits with gunicorn's "app failed to load" status, so that the
+    master stops instead of starting workers that fail again, for ever."""
+    if 'gunicorn.arbiter' in sys.modules:
+        print(message, file=sys.stderr, flush=True)
+        raise SystemExit(4)  # gunicorn's Arbiter.APP_LOAD_ERROR
+    raise SystemExit(message)
