@@ -57,6 +57,8 @@ DEFAULT_ENDPOINTS = {'token_endpoint': 'oauth/token', 'revocation_endpoint': 'oa
 
 ERROR_HINTS = {  # for servers that give no error_description
     'invalid_client': 'the server rejected the client id or secret',
+    'invalid_client (private_key_jwt)': 'the server rejected the client id or its signed assertion '
+                                        '(is this public key registered for it, under this kid?)',
     'invalid_scope': 'this client may not ask for that scope (see --scope)',
     'unauthorized_client': 'this client may not get tokens',
     'invalid_dpop_proof': 'the server refused the DPoP proof',
@@ -70,13 +72,15 @@ class ClientError(Exception):
 class OAuthError(ClientError):
     """An error answer from the server (RFC 6749 §5.2, RFC 6750 §3)."""
 
-    def __init__(self, status: int, error: str, description: str | None = None):
+    def __init__(self, status: int, error: str, description: str | None = None, hint: str | None = None):
         self.status, self.error, self.description = status, error, description
-        super().__init__(f'{error}: {description or ERROR_HINTS.get(error, f"HTTP {status}")}')
+        hint = ERROR_HINTS.get(hint) or ERROR_HINTS.get(error, f'HTTP {status}')
+        super().__init__(f'{error}: {description or hint}')
 
 
-def json_answer(response: requests.Response) -> dict:
-    """The JSON object in `response`, or ClientError; error answers raise OAuthError."""
+def json_answer(response: requests.Response, hint: str | None = None) -> dict:
+    """The JSON object in `response`, or ClientError; error answers raise
+    OAuthError (`hint`: which of ERROR_HINTS to use without a description)."""
     try:
         body = response.json()
     except ValueError:
@@ -88,7 +92,7 @@ def json_answer(response: requests.Response) -> dict:
         raise ClientError(f'{response.url} does not exist (HTTP 404): is --server the authorization server?')
     if response.status_code >= 400:
         raise OAuthError(response.status_code, str(body.get('error') or f'HTTP {response.status_code}'),
-                         body.get('error_description'))
+                         body.get('error_description'), hint)
     return body
 
 
@@ -200,6 +204,7 @@ class ClientCredentials(requests.auth.AuthBase):
     def post_as_client(self, url: str, data: dict, dpop: bool = False) -> dict:
         """POST a form to an endpoint that authenticates the client: the token,
         revocation and introspection endpoints; with `dpop`, a DPoP proof too."""
+        hint = 'invalid_client (private_key_jwt)' if self.private_key is not None else None
         for attempt in (1, 2):
             form, auth, headers = dict(data), None, {}
             if self.private_key is not None:  # private_key_jwt: a new assertion each time
@@ -214,7 +219,7 @@ class ClientCredentials(requests.auth.AuthBase):
                 headers['DPoP'] = self.dpop.dpop_proof('POST', url, nonce=self.nonces.get(origin(url)))
             response = self.session.post(url, data=form, auth=auth, headers=headers, timeout=self.timeout)
             if not (dpop and self._asks_for_nonce(response) and attempt == 1):
-                return json_answer(response)
+                return json_answer(response, hint)
             response.close()  # RFC 9449 §8: once more, with the nonce it gave
         raise AssertionError('unreachable')
 
@@ -396,16 +401,16 @@ class ApiClient:
     def create_item(self, name: str) -> dict:
         return self.post('/api/items', json={'name': name})
 
-    def revoke(self, token: str | None = None) -> dict:
-        """Revoke `token`, or the token this client holds (RFC 7009)."""
+    def revoke(self, token: str | None = None) -> None:
+        """Revoke `token`, or the token this client holds (RFC 7009). The
+        server answers the same whether it knew the token or not (§2.2):
+        either way, it accepts it no more."""
         def revoke():
             target = token or self.auth.access_token
-            answer = self.auth.post_as_client(self.endpoint('revocation_endpoint'),
-                                              {'token': target, 'token_type_hint': 'access_token'})
+            self.auth.post_as_client(self.endpoint('revocation_endpoint'),
+                                     {'token': target, 'token_type_hint': 'access_token'})
             self.auth.forget(target)
-            return answer
         self.call(revoke)
-        return {'revoked': True}
 
     def introspect(self, token: str) -> dict:
         """What the server says of `token` (RFC 7662): {"active": false} unless
@@ -540,7 +545,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == 'add-item':
             result = api.create_item(args.name)
         elif args.command == 'revoke':
-            result = api.revoke(args.token)
+            api.revoke(args.token)
+            # RFC 7009 §2.2: the server answers the same for a token it never issued.
+            result = ('Revoked: the server accepts this token no more, if it knew it at all '
+                      '(RFC 7009: the answer is the same for a token it never issued).')
         elif args.command == 'introspect':
             result = api.introspect(args.token)
         else:
@@ -549,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f'client.py: {error}', file=sys.stderr)
         return 1
     try:
-        print(json.dumps(result, indent=2), flush=True)
+        print(result if isinstance(result, str) else json.dumps(result, indent=2), flush=True)
     except BrokenPipeError:
         # The reader left early (`client.py | head -2`): not an error. Point
         # stdout at nothing so that Python's exit does not fail flushing it.
