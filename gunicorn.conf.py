@@ -44,16 +44,30 @@ if _made_metrics_dir:
 
 
 def on_starting(server):
-    # Here, not when this file is read: --env settings are in the environment by now.
-    if not _os.environ.get('FLASK_OAUTH2_ISSUER'):
-        on_exit(server)
-        raise SystemExit('gunicorn.conf.py: FLASK_OAUTH2_ISSUER is not set: set it to the URL clients reach '
-                         'this server at (e.g. https://auth.example.com)')
+    try:
+        _check_settings()
+    except SystemExit:
+        on_exit(server)  # the metrics folder made above
+        raise
     folder = _os.environ['PROMETHEUS_MULTIPROC_DIR']
     _os.makedirs(folder, exist_ok=True)
     for name in _os.listdir(folder):
         if name.endswith('.db'):
             _os.remove(_os.path.join(folder, name))
+
+
+def _check_settings():
+    # Every setting is checked here, in the master, before any worker starts
+    # (here, not when this file is read: --env settings are in the
+    # environment by now): a bad one stops gunicorn with one line
+    # (production/settings.py). Left to the workers, each would fail alike,
+    # and gunicorn's master, halting on the first, can trip over the next
+    # with a traceback of its own.
+    if not _os.environ.get('FLASK_OAUTH2_ISSUER'):
+        raise SystemExit('gunicorn.conf.py: FLASK_OAUTH2_ISSUER is not set: set it to the URL clients reach '
+                         'this server at (e.g. https://auth.example.com)')
+    from production.settings import check_environment
+    check_environment()
 
 
 def post_worker_init(worker):

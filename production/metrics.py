@@ -38,6 +38,8 @@ from prometheus_client import (
     multiprocess,
 )
 
+from production.settings import allowed_networks
+
 TOKENS_ISSUED = Counter('oauth_tokens_issued', 'Access tokens issued.', ['token_format', 'grant_type'])
 AUTHENTICATIONS_REFUSED = Counter('oauth_client_authentications_refused',
                                   'Client authentications refused, by reason.', ['reason'])
@@ -65,11 +67,6 @@ def init_app(app) -> None:
     if enabled:
         app.wsgi_app = RequestDuration(app.wsgi_app, app)
         app.add_url_rule('/metrics', 'metrics', metrics)
-
-
-def allowed_networks(addresses) -> tuple:
-    """METRICS_ALLOWED_ADDRESSES as networks (production/settings.py checks them at start)."""
-    return tuple(ipaddress.ip_network(address) for address in addresses)
 
 
 def audit_event(name: str, details: dict) -> None:

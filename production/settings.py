@@ -281,8 +281,8 @@ def rate(value):
 def rate_limit_storage(value):
     from limits.errors import ConfigurationError
     from limits.storage import storage_from_string
-
-    import production.bruteforce  # noqa: F401 - it registers database://
+    if urlsplit(str(value)).scheme == 'database':  # this app's own database (production/bruteforce.py)
+        return value
     try:
         storage_from_string(value)
     except (TypeError, ValueError, ConfigurationError):
@@ -290,8 +290,12 @@ def rate_limit_storage(value):
     return value
 
 
+def allowed_networks(addresses) -> tuple:
+    """METRICS_ALLOWED_ADDRESSES as networks (production/metrics.py)."""
+    return tuple(ipaddress.ip_network(address) for address in addresses)
+
+
 def networks(value):
-    from production.metrics import allowed_networks
     value = [value] if isinstance(value, str) else value
     try:
         allowed_networks(value)
@@ -314,7 +318,7 @@ CHECKS = {
     'METRICS_ENABLED': true_or_false,
     'METRICS_ALLOWED_ADDRESSES': networks,
     'METRICS_BEARER_TOKEN': optional(text),
-    'MAX_CONTENT_LENGTH': whole_number(1024),
+    'MAX_CONTENT_LENGTH': whole_number(512),  # less would refuse a private_key_jwt token request
     'AUTH_FAILURES_PER_ADDRESS': rate,
     'AUTH_FAILURES_PER_CLIENT_ADDRESS': rate,
     'TOKENS_PER_CLIENT': rate,
@@ -330,12 +334,22 @@ CHECKS = {
 def check_settings(config) -> None:
     """Run every check on its setting; a bad value stops the program in one line."""
     for key, check in CHECKS.items():
+        if key not in config:  # check_environment: the tutorial's line in server.py sets this one
+            continue
         typed = os.environ.get(f'FLASK_{key}')
         value = typed if typed is not None and getattr(check, 'reads_text', False) else config[key]
         try:
             config[key] = check(value)
         except (TypeError, ValueError) as error:
             refuse(f'FLASK_{key} is {typed if typed is not None else value!r}; it must be {error}')
+
+
+def check_environment() -> None:
+    """configure()'s checks, on the environment alone: gunicorn's master runs
+    them (gunicorn.conf.py) so that a bad setting stops it before it starts
+    any worker."""
+    from flask import Flask
+    configure(Flask(__name__))
 
 
 def check_gunicorn_config() -> None:
