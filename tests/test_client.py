@@ -12,7 +12,7 @@ from conftest import count
 
 import client as client_module
 from client import ApiClient, ClientCredentials, ClientError, OAuthError
-from models import Token, db
+from models import Client, Token, db
 
 
 @pytest.fixture
@@ -261,7 +261,7 @@ def test_discovery_against_the_real_server(live_server, credentials):
 def test_revoke_the_held_token(api):
     api.me()
     held = api.auth.token['access_token']
-    assert api.revoke() == {'revoked': True}
+    assert api.revoke() is None
     assert api.introspect(held) == {'active': False}
     assert api.me()['client_id']  # a new token is fetched
     assert count(Token) == 2
@@ -281,12 +281,34 @@ def test_script_revoke_and_introspect(live_server, credentials, capsys):
     assert client_module.main([*args, 'introspect', held]) == 0
     assert json.loads(capsys.readouterr().out)['active'] is True
     assert client_module.main([*args, 'revoke', held]) == 0
-    assert json.loads(capsys.readouterr().out) == {'revoked': True}
+    assert capsys.readouterr().out.startswith('Revoked: the server accepts this token no more, if it knew it')
     assert client_module.main([*args, 'introspect', held]) == 0
     assert json.loads(capsys.readouterr().out) == {'active': False}
     assert client_module.main([*args, 'revoke']) == 0  # the token this run gets
     db.session.expire_all()
     assert all(t.revoked_at is not None for t in db.session.scalars(db.select(Token)))
+
+
+def test_script_revoke_of_an_unknown_token_says_what_the_answer_means(live_server, credentials, capsys):
+    # RFC 7009 §2.2: the server answers 200 for a token it never issued too.
+    args = ['--server', live_server, '--client-id', credentials[0], '--client-secret', credentials[1]]
+    assert client_module.main([*args, 'revoke', 'not-a-token']) == 0
+    said = capsys.readouterr().out
+    assert 'if it knew it at all' in said and 'RFC 7009' in said and '"revoked": true' not in said
+
+
+def test_a_key_client_refused_hears_of_its_assertion_not_of_a_secret(live_server, make_client, capsys, tmp_path):
+    from client import PrivateKey
+    _, jwks = PrivateKey.generate()
+    client_id, _ = make_client()
+    client = Client.find(client_id)
+    client.token_endpoint_auth_method, client.jwks = 'private_key_jwt', json.dumps(jwks)
+    db.session.commit()
+    other_key = tmp_path / 'other.pem'
+    other_key.write_text(PrivateKey.generate()[0])  # a key the server does not know for it
+    line = script_error(capsys, '--server', live_server, '--client-id', client_id, '--private-key', str(other_key))
+    assert line.startswith('client.py: invalid_client: the server rejected the client id or its signed assertion')
+    assert 'secret' not in line
 
 
 def script_error(capsys, *args) -> str:
