@@ -141,9 +141,9 @@ MUTATIONS = [
     Mutation('metrics served to anyone', 'production/metrics.py', '    if not allowed():', '    if False:',
              ('tests/test_metrics.py::test_not_public_by_default',)),
     # Issue 24's audit: rules no test caught, or only by accident.
-    Mutation('the README\'s verifier takes a JWT without typ', 'README.md',
+    Mutation('the documented verifier takes a JWT without typ', 'docs/jwt.md',
              "    if token.header.get('typ') != 'at+jwt':", "    if token.header.get('typ', 'at+jwt') != 'at+jwt':",
-             ('tests/test_readme.py::test_the_readme_verifier_refuses_a_jwt_that_is_not_an_access_token',)),
+             ('tests/test_readme.py::test_the_jwt_verifier_refuses_a_jwt_that_is_not_an_access_token',)),
     Mutation('JWTs signed without typ at+jwt', 'production/access_tokens.py',
              "jwt.encode({'typ': 'at+jwt', 'alg': alg, 'kid': key.kid}, claims, key, algorithms=[alg])",
              "jwt.encode({'alg': alg, 'kid': key.kid}, claims, key, algorithms=[alg], default_type=None)",
