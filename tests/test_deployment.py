@@ -231,7 +231,9 @@ def test_health_reports_the_database(gunicorn, database_url, tmp_path):
     answer = requests.get(f'{server.url}/healthz', timeout=10)
     assert (answer.status_code, answer.json()) == (200, {'status': 'ok'})
     if database_url.startswith('sqlite'):
-        broken = f'sqlite:///{tmp_path}/no/such/dir/x.sqlite'
+        # (A folder that does not exist is refused at start: production/settings.py.)
+        (tmp_path / 'broken.sqlite').write_bytes(b'not a database, but a file of text' * 100)
+        broken = f'sqlite:///{tmp_path}/broken.sqlite'
     else:
         broken = f'postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nothing'
     down = gunicorn(url=broken, wait_for_health=False)
