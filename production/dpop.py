@@ -84,17 +84,8 @@ class Proof:
 
 
 def init_app(app) -> None:
-    """Check the DPoP settings (one line and exit if one is wrong); every
-    answer to a request with a proof carries the nonce to use next."""
-    for key in ('DPOP_PROOF_MAX_AGE', 'DPOP_NONCE_SECONDS'):
-        value = app.config[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise SystemExit(f'FLASK_{key} is {value!r}; it must be a whole number of seconds, at least 1')
-    if not isinstance(app.config['DPOP_NONCE'], bool):
-        raise SystemExit(f'FLASK_DPOP_NONCE is {app.config["DPOP_NONCE"]!r}; it must be true or false')
-    if app.config['DPOP_NONCE'] and not app.config.get('SECRET_KEY'):
-        raise SystemExit('FLASK_DPOP_NONCE is true, so FLASK_SECRET_KEY must be set: it keys the DPoP nonces '
-                         '(the same on every app server)')
+    """Every answer to a request with a proof carries the nonce to use next
+    (the DPOP_* settings are checked with the others: production/settings.py)."""
     app.after_request(send_nonce)
 
 

@@ -15,8 +15,6 @@ from flask import current_app, request, url_for
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from production.errors import RetryLater
-
 # Where a relative SQLite path lives: the project's instance/ folder, whatever
 # the working directory (Flask's own instance folder moves with it when
 # server.py runs as a script).
@@ -150,6 +148,9 @@ def issuer() -> str:
         request.environ['oauth.issuer_missing'] = True
         current_app.logger.error('FLASK_OAUTH2_ISSUER is not set: set it to the URL clients reach this server at '
                                  '(e.g. https://auth.example.com); requests that need it are refused')
+    # Imported here: production.errors loads the metrics, which gunicorn's
+    # master, checking these settings (gunicorn.conf.py), must not.
+    from production.errors import RetryLater
     raise RetryLater('This server is not configured (FLASK_OAUTH2_ISSUER).', ISSUER_RETRY_AFTER, status_code=503)
 
 
@@ -218,9 +219,9 @@ def text(value):
 
 
 def optional(check):
-    """None (unset: the default), or what `check` accepts."""
+    """None (unset, or set empty: the default), or what `check` accepts."""
     def check_unless_none(value):
-        return None if value is None else check(value)
+        return None if value is None or value == '' else check(value)
     check_unless_none.reads_text = getattr(check, 'reads_text', False)
     return check_unless_none
 
@@ -328,6 +329,10 @@ CHECKS = {
     'AUDIT_LOG_FILE': optional(appendable_file),
     'PURGE_EVERY': whole_number(0),
     'PURGE_BATCH': whole_number(1),
+    'DPOP_PROOF_MAX_AGE': whole_number(1, 3600),
+    'DPOP_NONCE': true_or_false,
+    'DPOP_NONCE_SECONDS': whole_number(1, 86400),
+    'SECRET_KEY': optional(text),  # Flask's; here it keys the DPoP nonces
 }
 
 
@@ -342,6 +347,9 @@ def check_settings(config) -> None:
             config[key] = check(value)
         except (TypeError, ValueError) as error:
             refuse(f'FLASK_{key} is {typed if typed is not None else value!r}; it must be {error}')
+    if config['DPOP_NONCE'] and not config['SECRET_KEY']:  # the same nonces on every app server (RFC 9449 §9)
+        refuse('FLASK_DPOP_NONCE is true, so FLASK_SECRET_KEY must be set: it keys the DPoP nonces '
+               '(the same on every app server)')
 
 
 def check_environment() -> None:

@@ -49,6 +49,10 @@ WRONG = {
     'FLASK_METRICS_ENABLED': ['yes'],
     'FLASK_METRICS_ALLOWED_ADDRESSES': ['["10.0.0.0/33"]', 'localhost'],
     'FLASK_METRICS_BEARER_TOKEN': ['tab\there'],
+    'FLASK_DPOP_PROOF_MAX_AGE': ['0', '"60"'],
+    'FLASK_DPOP_NONCE': ['yes'],
+    'FLASK_DPOP_NONCE_SECONDS': ['"300"', '-1'],
+    'FLASK_SECRET_KEY': ['two\nlines'],
 }
 
 
@@ -101,6 +105,31 @@ def test_a_token_lifetime_of_0_is_refused_not_taken_for_3600(tmp_path):
                                      'it must be a whole number from 1 to 31622400')
 
 
+def test_dpop_nonces_need_a_secret_key(tmp_path):
+    """FLASK_DPOP_NONCE=true keys the nonces with FLASK_SECRET_KEY: without
+    one, every entry point stops in one line, gunicorn's master included."""
+    env = {'DATABASE_URL': f'sqlite:///{tmp_path}/x.sqlite', 'FLASK_DPOP_NONCE': 'true'}
+    says = 'FLASK_DPOP_NONCE is true, so FLASK_SECRET_KEY must be set'
+    for entry_point, args in ENTRY_POINTS.items():
+        try:
+            result = run_python(*[str(free_port()) if arg == 'PORT' else arg for arg in args], env=env, timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f'{entry_point} started with FLASK_DPOP_NONCE=true and no FLASK_SECRET_KEY')
+        one_line_refusal(result, 'FLASK_DPOP_NONCE')
+        assert result.stderr.startswith(says)
+    assert says in stopped_gunicorn(tmp_path, env)
+    listed = run_python(*ENTRY_POINTS['flask --app server'], env={**env, 'FLASK_SECRET_KEY': 'a secret'}, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+
+
+def test_an_empty_optional_setting_is_unset(app, monkeypatch):
+    # FLASK_SIGNING_KEY_PASSPHRASE= (an env file's way to leave it out) means no passphrase.
+    config = {**app.config, 'SIGNING_KEY_PASSPHRASE': ''}
+    monkeypatch.setenv('FLASK_SIGNING_KEY_PASSPHRASE', '')
+    settings.check_settings(config)
+    assert config['SIGNING_KEY_PASSPHRASE'] is None
+
+
 def test_text_settings_keep_the_text_as_typed(app, monkeypatch):
     # JSON would make 0123 the number 123: a passphrase keeps its digits.
     config = {**app.config, 'SIGNING_KEY_PASSPHRASE': 123}
@@ -109,14 +138,16 @@ def test_text_settings_keep_the_text_as_typed(app, monkeypatch):
     assert config['SIGNING_KEY_PASSPHRASE'] == '0123'
 
 
-def test_a_wrong_setting_stops_gunicorn_instead_of_restarting_workers(tmp_path):
+def stopped_gunicorn(tmp_path, env) -> str:
+    """The log of gunicorn (4 workers) started with `env`, which must stop it
+    by itself, without a traceback, before it starts a worker."""
     log = tmp_path / 'gunicorn.log'
     with open(log, 'w') as output:
         process = subprocess.Popen(
             [sys.executable, '-m', 'gunicorn', '-w', '4', '-b', f'127.0.0.1:{free_port()}', 'server:app'],
             cwd=ROOT, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, 'DATABASE_URL': f'sqlite:///{tmp_path}/x.sqlite', 'FLASK_TOKENS_PER_CLIENT': 'abc',
-                 'PROMETHEUS_MULTIPROC_DIR': str(tmp_path / 'metrics')})
+            env={**os.environ, 'FLASK_OAUTH2_ISSUER': 'https://auth.example.com',
+                 'PROMETHEUS_MULTIPROC_DIR': str(tmp_path / 'metrics'), **env})
     try:
         process.wait(timeout=60)
     except subprocess.TimeoutExpired:
@@ -125,15 +156,21 @@ def test_a_wrong_setting_stops_gunicorn_instead_of_restarting_workers(tmp_path):
         pytest.fail(f'gunicorn kept running: {log.read_text()[-2000:]}')
     text = log.read_text()
     assert process.returncode != 0
-    assert "FLASK_TOKENS_PER_CLIENT is 'abc'; it must be a rate" in text
     assert 'Traceback' not in text
     assert 'Booting worker' not in text, 'the master refuses before it starts a worker'
+    return text
+
+
+def test_a_wrong_setting_stops_gunicorn_instead_of_restarting_workers(tmp_path):
+    text = stopped_gunicorn(tmp_path, {'DATABASE_URL': f'sqlite:///{tmp_path}/x.sqlite',
+                                       'FLASK_TOKENS_PER_CLIENT': 'abc'})
+    assert "FLASK_TOKENS_PER_CLIENT is 'abc'; it must be a rate" in text
 
 
 def test_gunicorn_started_elsewhere_needs_its_settings_file(tmp_path):
     """gunicorn --chdir from another folder does not read gunicorn.conf.py:
     the app refuses in one line; given with -c, it serves."""
-    env = {**os.environ, 'DATABASE_URL': f'sqlite:///{tmp_path}/x.sqlite'}
+    env = {**os.environ, 'DATABASE_URL': f'sqlite:///{tmp_path}/x.sqlite', 'FLASK_OAUTH2_ISSUER': 'http://127.0.0.1'}
     for name in ('OAUTH_SERVER_GUNICORN_CONF', 'PROMETHEUS_MULTIPROC_DIR'):  # gunicorn.conf.py's to set
         env.pop(name, None)
     base = [sys.executable, '-m', 'gunicorn', '-w', '1', '--chdir', str(ROOT)]
