@@ -89,6 +89,7 @@ def test_the_real_flask_command(tmp_path):
 
 def test_an_unusable_database_is_one_line_and_exit_1(tmp_path):
     (tmp_path / 'x.sqlite').write_bytes(b'not a database, but a file of text' * 100)
+    (tmp_path / 'x.sqlite').chmod(0o600)  # one readable by others would get a warning line too
     env = {'DATABASE_URL': f'sqlite:///{tmp_path}/x.sqlite'}
     result = run_python('-m', 'flask', '--app', 'server', 'list-clients', env=env)
     assert result.returncode == 1

@@ -88,6 +88,7 @@ def test_client_with_no_server(tmp_path):
 
 def test_server_with_an_unusable_database(tmp_path):
     (tmp_path / 'x.sqlite').write_bytes(b'not a database, but a file of text' * 100)
+    (tmp_path / 'x.sqlite').chmod(0o600)  # one readable by others would get a warning line too
     result = run_python('server.py', '--port', str(free_port()),
                         env={'DATABASE_URL': f'sqlite:///{tmp_path}/x.sqlite'}, timeout=30)
     assert result.returncode == 1
