@@ -1,5 +1,5 @@
 """Named mutations: break one rule of the code at a time and check that the
-tests guarding it notice (README: "The mutation audit").
+tests guarding it notice (docs/tests.md: "The mutation audit").
 
     .venv/bin/python tests/mutate.py              # every mutation, a few minutes
     .venv/bin/python tests/mutate.py scopes       # those whose name contains "scopes"
@@ -144,6 +144,9 @@ MUTATIONS = [
     Mutation('the documented verifier takes a JWT without typ', 'docs/jwt.md',
              "    if token.header.get('typ') != 'at+jwt':", "    if token.header.get('typ', 'at+jwt') != 'at+jwt':",
              ('tests/test_readme.py::test_the_jwt_verifier_refuses_a_jwt_that_is_not_an_access_token',)),
+    Mutation('the documented verifier takes a DPoP-bound token as bearer', 'docs/jwt.md',
+             "    if 'cnf' in token.claims:", '    if False:',
+             ('tests/test_readme.py::test_the_jwt_verifier_refuses_a_dpop_bound_token_sent_as_bearer',)),
     Mutation('JWTs signed without typ at+jwt', 'production/access_tokens.py',
              "jwt.encode({'typ': 'at+jwt', 'alg': alg, 'kid': key.kid}, claims, key, algorithms=[alg])",
              "jwt.encode({'alg': alg, 'kid': key.kid}, claims, key, algorithms=[alg], default_type=None)",

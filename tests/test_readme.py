@@ -269,7 +269,7 @@ def test_the_pages_that_should_run_do():
     silently: these pages must each have runs and compared outputs."""
     expected = {'README.md': 4, 'docs/endpoints.md': 14, 'docs/clients.md': 4, 'docs/jwt.md': 8,
                 'docs/private-key-jwt.md': 3, 'docs/metrics.md': 1, 'docs/configuration.md': 2,
-                'docs/deploying.md': 1, 'docs/client.md': 3}
+                'docs/deploying.md': 1, 'docs/client.md': 3, 'docs/dpop.md': 8}
     for path, at_least in expected.items():
         compared = [block for block in read_page(Path(path)).runs if block.output is not None]
         assert len(compared) >= at_least, (path, len(compared))
@@ -396,6 +396,108 @@ def test_the_jwt_verifier_refuses_a_jwt_that_is_not_an_access_token(live_server,
     for wrong in (signed(), signed(typ='JWT'), signed(typ='id_token+jwt')):
         with pytest.raises(ValueError, match='not a JWT access token'):
             verify(wrong)
+
+
+def test_the_jwt_verifier_refuses_a_dpop_bound_token_sent_as_bearer(live_server, make_client):
+    """RFC 9449 §7.1: a token bound to a key is no bearer token. The same
+    client's unbound token is the control."""
+    from conftest import token_form
+
+    from client import PrivateKey
+    from models import Client, db
+    client_id, client_secret = make_client()
+    client = Client.find(client_id)
+    client.resources, client.token_format = 'https://billing.example.com/api', 'jwt'
+    db.session.commit()
+    verify = jwt_verifier(live_server)
+    unbound = requests.post(f'{live_server}/oauth/token', data=token_form(client_id, client_secret), timeout=10)
+    assert verify(unbound.json()['access_token'])['client_id'] == client_id
+    key = PrivateKey(PrivateKey.generate('ES256')[0])
+    bound = requests.post(f'{live_server}/oauth/token', data=token_form(client_id, client_secret), timeout=10,
+                          headers={'DPoP': key.dpop_proof('POST', f'{live_server}/oauth/token')})
+    assert bound.json()['token_type'] == 'DPoP'
+    with pytest.raises(ValueError, match='DPoP-bound'):
+        verify(bound.json()['access_token'])
+
+
+API = 'https://billing.example.com/api/invoices'  # a request to another API, as its verifier sees it
+
+
+def test_the_dpop_verifier_verifies_and_refuses(live_server, make_client):
+    """docs/dpop.md's verifier, run against a live server: good requests,
+    an RSA proof over joserfc's default header limit, and every refusal the
+    page lists."""
+    [code] = [block.body for block in read_page(Path('docs/dpop.md')).runs if 'def verify(' in block.body]
+    namespace = {}
+    exec(code.replace('http://127.0.0.1:5000', live_server), namespace)  # noqa: S102 - the page's own code
+    verify = namespace['verify']
+    import base64
+    import hashlib
+
+    from conftest import token_form
+    from joserfc import jwt
+    from joserfc.jwk import ECKey
+
+    from client import PrivateKey
+    from models import Client, db
+    client_id, secret = make_client()
+    client = Client.find(client_id)
+    client.resources, client.token_format = 'https://billing.example.com/api', 'jwt'
+    db.session.commit()
+    key, other = (PrivateKey(PrivateKey.generate(alg)[0]) for alg in ('ES256', 'ES256'))
+
+    def bound_token(with_key):
+        answer = requests.post(f'{live_server}/oauth/token', data=token_form(client_id, secret), timeout=10,
+                               headers={'DPoP': with_key.dpop_proof('POST', f'{live_server}/oauth/token')})
+        assert answer.json()['token_type'] == 'DPoP'
+        return answer.json()['access_token']
+
+    access_token = bound_token(key)
+    good = key.dpop_proof('GET', API, access_token)
+    assert verify(f'DPoP {access_token}', good, 'GET', API)['client_id'] == client_id
+    rsa = PrivateKey(PrivateKey.generate('RS256')[0])  # a header over joserfc's default limit
+    rsa_token = bound_token(rsa)
+    assert verify(f'DPoP {rsa_token}', rsa.dpop_proof('GET', API, rsa_token), 'GET', API)['client_id'] == client_id
+
+    now = int(time.time())
+    jwk = key.public_jwk
+
+    def signed(header=None, **claims):
+        """A proof of `key` for this request and token, with `header` and `claims` changed."""
+        made = {'jti': f'j{time.monotonic_ns()}', 'htm': 'GET', 'htu': API, 'iat': now,
+                'ath': base64.urlsafe_b64encode(hashlib.sha256(access_token.encode()).digest()).rstrip(b'=').decode(),
+                **claims}
+        return jwt.encode({'typ': 'dpop+jwt', 'alg': 'ES256', 'jwk': jwk, **(header or {})}, made, key.key)
+
+    assert verify(f'DPoP {access_token}', signed(), 'GET', API)  # the control for the refusals made with signed()
+    unbound_id, unbound_secret = make_client('unbound')
+    unbound = Client.find(unbound_id)
+    unbound.resources, unbound.token_format = 'https://billing.example.com/api', 'jwt'
+    db.session.commit()
+    bearer_token = requests.post(f'{live_server}/oauth/token', data=token_form(unbound_id, unbound_secret),
+                                 timeout=10).json()['access_token']
+    refused = {
+        'replayed': (f'DPoP {access_token}', good, 'GET', API),
+        'sent as Bearer': (f'Bearer {access_token}', key.dpop_proof('GET', API, access_token), 'GET', API),
+        'a proof of another key': (f'DPoP {access_token}', other.dpop_proof('GET', API, access_token), 'GET', API),
+        'a proof for another token': (f'DPoP {access_token}', key.dpop_proof('GET', API, 'another'), 'GET', API),
+        'a proof for another URL': (f'DPoP {access_token}', key.dpop_proof('GET', API + 'x', access_token),
+                                    'GET', API),
+        'a proof for another method': (f'DPoP {access_token}', key.dpop_proof('POST', API, access_token), 'GET', API),
+        'a stale proof': (f'DPoP {access_token}', signed(iat=now - 120), 'GET', API),
+        'a proof of the future': (f'DPoP {access_token}', signed(iat=now + 60), 'GET', API),
+        'a proof typed JWT': (f'DPoP {access_token}', signed({'typ': 'JWT'}), 'GET', API),
+        'a private key in the proof': (f'DPoP {access_token}', signed({'jwk': key.key.as_dict(private=True)}),
+                                       'GET', API),
+        'a proof signed by another key': (f'DPoP {access_token}', jwt.encode(
+            {'typ': 'dpop+jwt', 'alg': 'ES256', 'jwk': jwk},
+            {'jti': 'x', 'htm': 'GET', 'htu': API, 'iat': now}, ECKey.generate_key('P-256')), 'GET', API),
+        'a bearer token with a proof': (f'DPoP {bearer_token}', key.dpop_proof('GET', API, bearer_token), 'GET', API),
+    }
+    for case, arguments in refused.items():
+        with pytest.raises(Exception):  # noqa: B017 - the page says: any exception means 401
+            verify(*arguments)
+            pytest.fail(f'accepted: {case}')
 
 
 # --- The conventions themselves --------------------------------------------
