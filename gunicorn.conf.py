@@ -4,8 +4,8 @@ from elsewhere, give -c with its path). Command-line options override them.
 The app refuses to start under gunicorn without them (production/settings.py).
 
 FLASK_OAUTH2_ISSUER must be set (in the environment, or with --env): the
-server names itself by it, never by a request's Host header (README:
-Security). Without it gunicorn stops at start with one line.
+server names itself by it, never by a request's Host header
+(docs/deploying.md: "The issuer"). Without it gunicorn stops at start with one line.
 
 Forwarded headers are believed in one place only, the app, as
 FLASK_TRUSTED_PROXIES says (production/headers.py). gunicorn by default

@@ -1,7 +1,7 @@
 """What each signing algorithm costs a JWT access token, with the library
 the server uses (joserfc): microseconds to sign one and to verify one, and
-the token's length. It is why ES256 is the default (README: "Keys and their
-rotation").
+the token's length. It is why ES256 is the default (docs/jwt.md: "Keys and
+their rotation").
 
     .venv/bin/python bench/jose_algorithms.py
 """

@@ -4,7 +4,7 @@ An opaque token is 256 random bits. A JWT access token carries what it
 means (client, scope, audience, expiry) signed with this server's key, so
 that another API can verify it with the published public keys without
 asking this server: the price is that such an API learns of a revocation
-only when the token expires (README: "JWT access tokens").
+only when the token expires (docs/jwt.md).
 
 Either way the token is stored in the database by its hash, and this
 server's own routes read that row as revocation and introspection do

@@ -59,7 +59,7 @@ class FailedAuthenticationLimiter:
 
     Nothing is counted per client id alone: failures from one address never
     refuse another address's correct credentials, so a stranger who knows a
-    client id cannot lock that client out (README: Security).
+    client id cannot lock that client out (docs/security.md: "Brute force").
     """
 
     def init_app(self, app) -> None:

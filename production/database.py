@@ -144,7 +144,7 @@ def upgrade_schema() -> None:
         if newer:
             # A rolling deploy: a newer release, on another server, has migrated
             # first. This one runs on that schema instead of refusing every
-            # request (Flask-Migrate would exit the process); the README asks
+            # request (Flask-Migrate would exit the process); docs/migrations.md asks
             # migrations to keep the previous release working.
             current_app.logger.warning(
                 'the database schema is at revision %s, newer than this code knows; '

@@ -25,7 +25,7 @@ class UsedJti(db.Model):
 
     # The table keeps the name it had when only client assertions used it:
     # a rename would break the previous release during a rolling deploy
-    # (README: "Migrations").
+    # (docs/migrations.md: "Rolling deploys").
     __tablename__ = 'used_assertions'
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)  # SHA-256 of what the jti is scoped to, and it

@@ -56,7 +56,7 @@ DEFAULTS = {
     'MAX_CONTENT_LENGTH': 64 * 1024,
     # RFC 6749 §2.3.1: the token endpoint MUST resist brute force. Failed
     # client authentications are counted per address, and per client id
-    # from one address (never per client id alone: README, Security).
+    # from one address (never per client id alone: docs/security.md).
     'AUTH_FAILURES_PER_ADDRESS': '10 per minute',
     'AUTH_FAILURES_PER_CLIENT_ADDRESS': '5 per minute',
     # Tokens one client may get; generous: a client reuses each token for its lifetime.
@@ -138,7 +138,7 @@ def issuer() -> str:
     """This server's identifier (RFC 8414 §2): OAUTH2_ISSUER, the public base
     URL. Never taken from the request: its Host header is the caller's to
     choose, and the issuer names the JWT `iss`, the metadata, the assertion
-    audience and this server's own API (README: Security). Unset (a server
+    audience and this server's own API (docs/security.md). Unset (a server
     started without `python server.py` or gunicorn.conf.py, which see to it),
     a request that needs it is answered 503."""
     configured = current_app.config['OAUTH2_ISSUER']

@@ -46,8 +46,8 @@ from production.sqlite import empty_the_log
 log = logging.getLogger(__name__)
 
 # RS256 is the one RFC 9068 §2.1 requires; ES256 signs six times faster and
-# makes tokens a third shorter (bench/jose_algorithms.py; README: "Keys and
-# their rotation").
+# makes tokens a third shorter (bench/jose_algorithms.py; docs/jwt.md: "Keys
+# and their rotation").
 ALGORITHMS = {'ES256': (ECKey, 'P-256'), 'RS256': (RSAKey, 2048)}  # alg: its key type, curve or size
 CANNOT_SIGN_RETRY_AFTER = 60  # seconds; it takes an operator: a passphrase, or a new key
 

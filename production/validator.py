@@ -1,5 +1,5 @@
 """Flask-OAuthlib's request validator, corrected where it falls short of the
-RFCs on today's Flask (README: "Why the Flask-OAuthlib-Invenio fork").
+RFCs on today's Flask (docs/flask-oauthlib.md).
 
 oauthlib asks the validator every question about clients and tokens; each
 override below names the rule it enforces. The provider reads clients and
@@ -58,7 +58,7 @@ def presented_credentials() -> tuple[str | None, str | None, str | None]:
 
 class ClientCredentialsValidator(OAuth2RequestValidator):
     """Flask-OAuthlib's validator, corrected where it falls short of the RFCs
-    on today's Flask (README: "Why the Flask-OAuthlib-Invenio fork")."""
+    on today's Flask (docs/flask-oauthlib.md)."""
 
     def _get_client_creds_from_request(self, request):
         return client_credentials()  # from the Flask request this oauthlib `request` was built from

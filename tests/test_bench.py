@@ -1,4 +1,4 @@
-"""The benchmark runs end to end, as the README runs it, on SQLite and on a
+"""The benchmark runs end to end, as docs/performance.md runs it, on SQLite and on a
 throwaway PostgreSQL (a short run; its figures are not judged here: speed is
 read from the benchmark's own report, never asserted in tests)."""
 import json

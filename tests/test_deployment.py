@@ -452,9 +452,9 @@ def test_slow_clients_do_not_freeze_the_documented_deployment(start_gunicorn, ng
 
 
 @pytest.mark.skipif('sqlite' not in SERVER_KINDS, reason='the first pass ran it')
-def test_postgresql_from_zero_as_the_readme_says(postgres, start_gunicorn):
+def test_postgresql_from_zero_as_the_deploying_page_says(postgres, start_gunicorn):
     import psycopg
-    # The README's first two commands, as PostgreSQL's superuser.
+    # docs/deploying.md's first two commands, as PostgreSQL's superuser.
     with psycopg.connect(f'host=127.0.0.1 port={postgres.port} user=postgres dbname=postgres',
                          autocommit=True) as superuser:
         superuser.execute("CREATE ROLE oauth_zero LOGIN PASSWORD 'change-me'")

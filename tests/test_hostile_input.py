@@ -144,7 +144,7 @@ def check(http, request):
     before = snapshot()
     method, path, query, headers, body = request
     response = http.open(path + ('?' + query if query else ''), method=method, headers=headers, **body)
-    # README: every answer is a 2xx or a 4xx, never a redirect or a 500.
+    # docs/security.md: every answer is a 2xx or a 4xx, never a redirect or a 500.
     assert 200 <= response.status_code < 300 or 400 <= response.status_code < 500, (
         request, response.status_code, response.get_data()[:300])
     if response.status_code < 300 and method != 'HEAD' and response.get_data():

@@ -105,7 +105,7 @@ def test_a_clients_own_lifetime_is_the_jwts(http, jwt_client):
 def test_the_api_reads_a_jwt_from_the_database_as_an_opaque_token(app, http, jwt_client, jwt_token,
                                                                   credentials, get_token):
     # This server's own routes take the stored row, which revocation, a
-    # disabled client and a narrowed scope change at once (README: Security).
+    # disabled client and a narrowed scope change at once (docs/security.md).
     for token in (jwt_token, get_token(*credentials)):
         http.get('/api/me', headers=bearer(token))  # this process has read whatever it caches
         with statements_run() as statements:
@@ -251,7 +251,7 @@ def test_a_revoked_jwt_is_refused_here_at_once_but_verifies_elsewhere_until_exp(
     assert revoked.status_code == 200
     assert introspect(http, jwt_client, jwt_token) == {'active': False}
     assert refused(http, jwt_token) == REFUSED
-    # The trade-off the README states: an API that verifies locally cannot know.
+    # The trade-off docs/jwt.md states: an API that verifies locally cannot know.
     assert jwt.decode(jwt_token, jwks(http), algorithms=['ES256']).claims['client_id'] == jwt_client[0]
 
 

@@ -261,7 +261,7 @@ def test_a_migration_that_would_break_a_foreign_key_is_refused_and_changes_nothi
     assert query(database_url, 'SELECT name, sql FROM sqlite_master ORDER BY name') == schema
 
 
-def test_a_migration_written_the_readme_way_keeps_every_row(empty_database, tmp_path):
+def test_a_migration_written_the_documented_way_keeps_every_row(empty_database, tmp_path):
     """`flask --app server db migrate` after a change to the models (here:
     longer names), then up and down: on SQLite both copy `clients`."""
     copy = tmp_path / 'project'

@@ -75,7 +75,7 @@ def test_a_database_outage_is_503_on_every_endpoint_then_service_returns(own_pos
 @pytest.mark.parametrize('failure', ['stopped', 'hung'])
 def test_a_redis_outage_is_503_at_client_authentication_then_service_returns(redis_server, start_gunicorn, tmp_path,
                                                                              failure):
-    # Fail closed (README: Security): while failures cannot be counted, no
+    # Fail closed (docs/deploying.md, docs/security.md): while failures cannot be counted, no
     # client authenticates; tokens already issued keep working.
     database_url = f'sqlite:///{tmp_path}/redis-outage.sqlite'
     server = start_gunicorn(database_url, workers=2, FLASK_RATELIMIT_STORAGE_URI=redis_server.url)

@@ -2,7 +2,7 @@
 only as its stored row says: revoked, its client disabled, deleted or
 narrowed, never issued (even if signed with the server's own key), it is
 refused at once, on every route; and a route accepts a token exactly when
-introspection calls it active (README: Security)."""
+introspection calls it active (docs/security.md)."""
 import base64
 from datetime import timedelta
 

@@ -1,4 +1,4 @@
-"""Rules the README promises that a break in the code once slipped past the
+"""Rules the documentation promises that a break in the code once slipped past the
 suite (issue #17's audit): each test here fails with that break."""
 import json
 
