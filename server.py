@@ -8,7 +8,7 @@ production/, one module a concern, each joined here by one line.
 
     python server.py                       # development server with a demo client
     flask --app server create-client NAME  # register a machine client
-    gunicorn -c gunicorn.conf.py -w 4 server:app  # production
+    FLASK_OAUTH2_ISSUER=https://auth.example.com gunicorn -c gunicorn.conf.py -w 4 server:app  # production
 """
 from __future__ import annotations
 
