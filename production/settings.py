@@ -37,11 +37,11 @@ DEFAULTS = {
     # This server's own API as a resource (RFC 8707); default: the issuer + /api.
     'API_RESOURCE': None,
     # private_key_jwt (RFC 7523): the longest an assertion may be valid for;
-    # its jti is kept in the database that long.
+    # its jti is kept in the database that long, plus the leeway on exp.
     'CLIENT_ASSERTION_MAX_LIFETIME': 300,
     # DPoP (RFC 9449, production/dpop.py): how old a proof may be, seconds
     # (a few seconds ahead are allowed too, for clocks that differ); its jti
-    # is kept in the database that long.
+    # is kept in the database that long, plus that clock leeway.
     'DPOP_PROOF_MAX_AGE': 60,
     # Server nonces in DPoP proofs (RFC 9449 §8, §9), keyed with SECRET_KEY
     # (FLASK_SECRET_KEY, required then); a nonce is good for one to two
