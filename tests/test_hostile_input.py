@@ -148,7 +148,9 @@ def check(http, request):
     assert 200 <= response.status_code < 300 or 400 <= response.status_code < 500, (
         request, response.status_code, response.get_data()[:300])
     if response.status_code < 300 and method != 'HEAD' and response.get_data():
-        assert response.mimetype == 'application/json', (request, response.status_code)
+        # JSON, but at /metrics (Prometheus' text format, served to this loopback caller).
+        expected = 'text/plain' if path == '/metrics' else 'application/json'
+        assert response.mimetype == expected, (request, response.status_code)
     if response.status_code >= 400:
         if method != 'HEAD':  # a HEAD answer has no body
             assert response.mimetype == 'application/json', (request, response.status_code)
