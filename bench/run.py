@@ -28,6 +28,12 @@ bench/latest.json keeps every round; before its first round each app has
 on a tokens table holding a handful of rows, and again at the end on the
 apps sharing the project's tables, after the tokens table is bulk-seeded to
 --tokens rows. Then each app's worker memory (RSS) is read.
+Before that, the project's DPoP row (RFC 9449): its token endpoint (form)
+and GET /api/me with opaque and JWT tokens, the bearer request and the
+DPoP-bound one taking turns. A DPoP proof is good once and for a minute:
+before each DPoP run, --dpop-rate proofs for each of its seconds are signed
+with client.py's PrivateKey and written to files, one per wrk thread, which
+a wrk script sends in turn; a run that uses them up fails, never reusing one.
 The targets the project has set itself are printed, met or not.
 
 The DOT peer and granian run from virtual environments of their own, made
@@ -42,6 +48,7 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import itertools
 import json
 import os
 import platform
@@ -74,6 +81,8 @@ APPS = {  # name: what it is, in the order of the tables
 }
 LARGE_TABLE_APPS = ('project', 'baseline', 'authlib')  # measured again at --tokens rows: the project's tables
 ENDPOINTS = ['POST /oauth/token (form)', 'POST /oauth/token (Basic)', 'GET /api/me']
+DPOP_ENDPOINTS = ['POST /oauth/token (form)', 'GET /api/me']  # each with bearer and DPoP, opaque and JWT
+DPOP_PROOF_MAX_AGE = 60  # seconds a proof is accepted after its iat: the server's FLASK_DPOP_PROOF_MAX_AGE
 SLOW_HASHER_SECONDS, SLOW_HASHER_CONNECTIONS = 5, 2
 TARGETS = {  # the project's own goals (issue 26)
     'peer': 1.3,  # project / each peer (Authlib, DOT with the one-round hash), every endpoint
@@ -81,6 +90,7 @@ TARGETS = {  # the project's own goals (issue 26)
     'large_table': 0.9,  # GET /api/me at --tokens rows / on the small table
     'rss_over_authlib_mib': 10,  # a project worker's RSS at most the Authlib peer's plus this
     'granian': 1.2,  # granian / gunicorn, every endpoint: then documented as an option
+    'dpop': 1.5,  # a DPoP request's p50 latency / the bearer request's, at most (issue 23)
 }
 
 
@@ -218,6 +228,66 @@ def lua(method: str, headers: dict, body: str = '') -> str:
     return '\n'.join(lines) + '\n'
 
 
+# Each request with a DPoP proof of its own, never one used before: each wrk
+# thread reads its own file of proofs (PROOFS .. its number) and sends them
+# in turn. A thread that has used its last one stops, and done() prints how
+# many requests went without one: the run is reported as failed, not
+# quietly made of reused proofs. (wrk's own example scripts show setup,
+# init, request, done and wrk.thread.)
+PROOF_LUA = """
+local threads = {}
+function setup(thread)
+   thread:set("proofs_file", PROOFS .. #threads)
+   table.insert(threads, thread)
+end
+function init(args)
+   proofs, sent, short = {}, 0, 0
+   for line in io.lines(proofs_file) do proofs[#proofs + 1] = line end
+end
+function request()
+   sent = sent + 1
+   if sent > #proofs then
+      short = short + 1
+      wrk.thread:stop()
+      wrk.headers["DPoP"] = nil  -- refused by the server, if it is sent at all
+   else
+      wrk.headers["DPoP"] = proofs[sent]
+   end
+   return wrk.format()
+end
+function done(summary, latency, requests)
+   local short = 0
+   for _, thread in ipairs(threads) do short = short + thread:get("short") end
+   io.write(string.format("DPoP proofs short: %d\\n", short))
+end
+"""
+
+
+class ProofScript:
+    """The wrk script `request` (lua()'s) with a new DPoP proof on every
+    request (RFC 9449 §4.2: a proof is used once, and within
+    DPOP_PROOF_MAX_AGE of its iat). Called with a run's length, it signs
+    seconds x `rate` proofs then and there, with the client's key (client.py's
+    PrivateKey), for `method` and `url` (and `access_token`'s hash, ath),
+    splits them among wrk's threads and gives the script that sends them."""
+
+    numbers = itertools.count()  # one set of files per script
+
+    def __init__(self, request: str, key, method: str, url: str, access_token: str | None = None,
+                 *, rate: int, threads: int, workdir: Path):
+        self.key, self.method, self.url, self.access_token = key, method, url, access_token
+        self.rate, self.threads = rate, threads
+        self.prefix = workdir / f'proofs-{next(self.numbers)}-'
+        self.head = request + f'PROOFS = "{self.prefix}"\n'
+
+    def __call__(self, seconds: int) -> str:
+        count = -(-seconds * self.rate // self.threads)  # per thread, rounded up
+        for thread in range(self.threads):
+            proofs = (self.key.dpop_proof(self.method, self.url, self.access_token) for _ in range(count))
+            Path(f'{self.prefix}{thread}').write_text(''.join(f'{proof}\n' for proof in proofs))
+        return self.head + PROOF_LUA
+
+
 DURATION_UNITS = {'us': 1e-3, 'ms': 1.0, 's': 1e3}
 
 
@@ -227,7 +297,7 @@ def run_wrk(url: str, script: str, args, workdir: Path, seconds: int | None = No
     seconds, connections = seconds or args.duration, connections or args.connections
     threads = min(args.threads, connections)
     path = workdir / f'request-{len(list(workdir.glob("*.lua")))}.lua'
-    path.write_text(script)
+    path.write_text(script(seconds) if callable(script) else script)  # a ProofScript signs its proofs now
     # wrk's own timeout (2 s) would count the slow hasher's answers as errors.
     out = subprocess.run([args.wrk, f'-t{threads}', f'-c{connections}', f'-d{seconds}s', '--timeout', '30s',
                           '--latency', '-s', str(path), url],
@@ -238,18 +308,23 @@ def run_wrk(url: str, script: str, args, workdir: Path, seconds: int | None = No
     errors = sum(int(n) for n in re.findall(r'Non-2xx or 3xx responses:\s+(\d+)', out))
     errors += sum(int(n) for n in re.findall(r'Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)',
                                             out)[0]) if 'Socket errors' in out else 0
-    return {'rps': rps, 'p50_ms': percentiles.get('50'), 'p99_ms': percentiles.get('99'), 'errors': errors}
+    figures = {'rps': rps, 'p50_ms': percentiles.get('50'), 'p99_ms': percentiles.get('99'), 'errors': errors}
+    short = re.search(r'^DPoP proofs short: (\d+)$', out, re.M)
+    if short:  # a ProofScript's run: requests that found no proof left are failures too
+        figures['proofs_short'] = int(short.group(1))
+        figures['errors'] += figures['proofs_short']
+    return figures
 
 
 # --- Databases and clients --------------------------------------------------
 
 
-def post_form(url: str, form: dict) -> dict:
+def post_form(url: str, form: dict, headers: dict | None = None) -> dict:
     import requests
     deadline = time.monotonic() + 60
     while True:  # a worker may still be loading the app
         try:
-            answer = requests.post(url, data=form, timeout=30)
+            answer = requests.post(url, data=form, headers=headers, timeout=30)
             answer.raise_for_status()
             return answer.json()
         except requests.RequestException:
@@ -345,6 +420,12 @@ def wrk_scripts(endpoint: str, apps: dict) -> dict:
     return found
 
 
+def warm_up(scripts: dict, args, workdir: Path) -> None:
+    """--warmup seconds of each script, unmeasured: its code loaded, its pools filled."""
+    for url, script in scripts.values() if args.warmup else ():
+        run_wrk(url, script, args, workdir, seconds=args.warmup)
+
+
 def take_turns(scripts: dict, args, workdir: Path, runs: list, key: str, **record) -> None:
     """args.rounds rounds of each script in turn; each run appended to `runs`
     as record + {key: the script's name, 'round': n} + its figures."""
@@ -361,6 +442,12 @@ def median_round(runs: list[dict], **match) -> dict:
     rounds = sorted((run for run in runs if all(run[key] == value for key, value in match.items())),
                     key=lambda run: run['rps'])
     return rounds[len(rounds) // 2]
+
+
+def median_figures(runs: list[dict], **match) -> dict:
+    """req/s, p50 and p99 latency and failed requests of the median round."""
+    median = median_round(runs, **match)
+    return {key: median[key] for key in ('rps', 'p50_ms', 'p99_ms', 'errors')}
 
 
 def measure(database_url: str, dot_database_url: str, args, workdir: Path) -> dict:
@@ -394,7 +481,7 @@ def measure(database_url: str, dot_database_url: str, args, workdir: Path) -> di
         started['metrics_off'] = (PYTHON, 'gunicorn', 'server:app', ROOT, lambda url: {
             **env, 'FLASK_OAUTH2_ISSUER': url, 'FLASK_METRICS_ENABLED': 'false'})
     servers = {}
-    runs, tokens, rss, side = [], {}, {}, {}
+    runs, tokens, rss, dpop, side = [], {}, {}, {}, {}
     try:
         for name, (python, server, app, cwd, app_env) in started.items():
             servers[name] = Server(f'{name}-{kind}', python, server, app, cwd, app_env, workdir)
@@ -407,8 +494,7 @@ def measure(database_url: str, dot_database_url: str, args, workdir: Path) -> di
         # GET /api/me first, while the tokens table holds a handful of rows.
         for endpoint in ('GET /api/me', 'POST /oauth/token (form)', 'POST /oauth/token (Basic)'):
             measured = scripts(endpoint, APPS)
-            for url, script in measured.values() if args.warmup else ():  # its code loaded, its pools filled
-                run_wrk(url, script, args, workdir, seconds=args.warmup)
+            warm_up(measured, args, workdir)
             take_turns(measured, args, workdir, runs, 'app', database=kind, phase='small', endpoint=endpoint)
             tokens.setdefault('small', database_count(database_url, 'SELECT count(*) FROM tokens'))
 
@@ -419,9 +505,11 @@ def measure(database_url: str, dot_database_url: str, args, workdir: Path) -> di
         runs.append({'database': kind, 'phase': 'small', 'endpoint': 'POST /oauth/token (form)',
                      'app': 'dot_default_hasher', 'round': 1, **slow})
 
+        jwt_client = create_client(env, '--token-format', 'jwt')
+        dpop = dpop_table(servers['project'], {'opaque': (client_id, secret), 'jwt': jwt_client}, args, workdir,
+                          kind)
         if args.side_tables:
-            side = side_tables(servers, (client_id, secret), create_client(env, '--token-format', 'jwt'), args,
-                               workdir, kind)
+            side = side_tables(servers, (client_id, secret), jwt_client, args, workdir, kind)
 
         client_pk = database_count(database_url, 'SELECT id FROM clients WHERE client_id = :id', id=client_id)
         print(f'{kind}: seeding the tokens table to {args.tokens:,} rows ...', file=sys.stderr, flush=True)
@@ -440,8 +528,7 @@ def measure(database_url: str, dot_database_url: str, args, workdir: Path) -> di
     summary = []
     for phase, endpoints, names in (('small', ENDPOINTS, APPS), ('large', ['GET /api/me'], LARGE_TABLE_APPS)):
         for endpoint in endpoints:
-            figures = {name: {key: median_round(runs, phase=phase, app=name, endpoint=endpoint)[key]
-                              for key in ('rps', 'p50_ms', 'p99_ms', 'errors')} for name in names}
+            figures = {name: median_figures(runs, phase=phase, app=name, endpoint=endpoint) for name in names}
             rps = {name: figures[name]['rps'] for name in names}
             if phase == 'small':
                 ratios = {'project / authlib': ratio(rps['project'], rps['authlib']),
@@ -456,9 +543,46 @@ def measure(database_url: str, dot_database_url: str, args, workdir: Path) -> di
     measured = {'database': kind, 'tokens_small': tokens['small'], 'tokens_large': tokens['large'],
                 'summary': summary, 'dot_default_hasher': {**slow, 'seconds': SLOW_HASHER_SECONDS,
                                                            'connections': SLOW_HASHER_CONNECTIONS},
-                'rss_mib': {name: rss[name] for name in APPS}, 'runs': runs, **side}
+                'rss_mib': {name: rss[name] for name in APPS}, 'runs': runs, 'dpop': dpop, **side}
     measured['targets'] = targets(measured)
     return measured
+
+
+def dpop_table(server: Server, clients: dict, args, workdir: Path, kind: str) -> dict:
+    """DPoP-bound against bearer (RFC 9449): the project's token endpoint
+    (form) and GET /api/me, with an opaque and a JWT client, the bearer
+    request and the DPoP one taking turns. Every DPoP request carries a
+    proof of its own (ProofScript), signed with one ES256 key, the key the
+    API's token is bound to. The target: a DPoP request costs at most
+    TARGETS['dpop'] times the bearer request it replaces."""
+    sys.path.insert(0, str(ROOT))
+    from client import PrivateKey
+    client_key = PrivateKey(PrivateKey.generate('ES256')[0])
+    threads = min(args.threads, args.connections)
+    runs, summary = [], []
+    for endpoint in DPOP_ENDPOINTS:
+        for token_format, credentials in clients.items():
+            url, bearer = wrk_scripts(endpoint, {'bearer': (server.url, credentials)})['bearer']
+            if endpoint == 'GET /api/me':  # a token bound to the key, sent as DPoP
+                client_id, secret = credentials
+                access_token = post_form(f'{server.url}/oauth/token', dict(
+                    grant_type='client_credentials', client_id=client_id, client_secret=secret),
+                    {'DPoP': client_key.dpop_proof('POST', f'{server.url}/oauth/token')})['access_token']
+                dpop = ProofScript(lua('GET', {'Authorization': f'DPoP {access_token}'}), client_key, 'GET', url,
+                                   access_token, rate=args.dpop_rate, threads=threads, workdir=workdir)
+            else:  # the bearer token request, with a proof
+                dpop = ProofScript(bearer, client_key, 'POST', url, rate=args.dpop_rate, threads=threads,
+                                   workdir=workdir)
+            variants = {'bearer': (url, bearer), 'dpop': (url, dpop)}
+            warm_up(variants, args, workdir)
+            take_turns(variants, args, workdir, runs, 'variant', database=kind, endpoint=endpoint,
+                       token_format=token_format)
+            figures = {name: median_figures(runs, endpoint=endpoint, token_format=token_format, variant=name)
+                       for name in variants}
+            summary.append({'endpoint': endpoint, 'token_format': token_format, **figures,
+                            'p50 DPoP / bearer': ratio(figures['dpop']['p50_ms'], figures['bearer']['p50_ms']),
+                            'req/s bearer / DPoP': ratio(figures['bearer']['rps'], figures['dpop']['rps'])})
+    return {'summary': summary, 'runs': runs, 'proof_key': client_key.alg, 'proofs_per_second': args.dpop_rate}
 
 
 def side_tables(servers: dict, opaque_client, jwt_client, args, workdir: Path, kind: str) -> dict:
@@ -512,6 +636,9 @@ def targets(measured: dict) -> list[dict]:
     for row in small:
         found.append(target(f'granian / gunicorn >= {TARGETS["granian"]}x', row['endpoint'],
                             row['ratios']['granian / project'], TARGETS['granian']))
+    for row in measured['dpop']['summary']:
+        found.append(target(f'DPoP / bearer p50 latency <= {TARGETS["dpop"]}x', f'{row["endpoint"]}, '
+                            f'{row["token_format"]} token', row['p50 DPoP / bearer'], TARGETS['dpop'], at_most=True))
     return found
 
 
@@ -545,6 +672,15 @@ def print_tables(measured: dict) -> None:
     print('|---|---|---|')
     for name in LARGE_TABLE_APPS:
         print(f'| {name} | {cell(large["apps"][name])} | {large["ratios"][f"{name} / {name} on the small table"]}x |')
+
+    dpop = measured['dpop']
+    print(f'\n{database}: DPoP against bearer, the project under gunicorn (req/s, p50 / p99 ms; '
+          f'a new {dpop["proof_key"]} proof each request)')
+    print('| endpoint | token | bearer | DPoP | p50 DPoP / bearer | req/s bearer / DPoP |')
+    print('|---|---|---|---|---|---|')
+    for row in dpop['summary']:
+        print(f'| {row["endpoint"]} | {row["token_format"]} | {cell(row["bearer"])} | {cell(row["dpop"])} '
+              f'| {row["p50 DPoP / bearer"]}x | {row["req/s bearer / DPoP"]}x |')
 
     slow = measured['dot_default_hasher']
     print(f'\n{database}: the DOT peer with its default secret hasher (PBKDF2-SHA256, 1,000,000 rounds): '
@@ -582,6 +718,9 @@ def main() -> int:
     parser.add_argument('--threads', type=int, default=2, help="wrk's threads")
     parser.add_argument('--warmup', type=int, default=1, help='unmeasured seconds on each app and endpoint first')
     parser.add_argument('--tokens', type=int, default=1_000_000, help='rows in the tokens table for the second pass')
+    parser.add_argument('--dpop-rate', type=int, default=5000,
+                        help='DPoP proofs signed for each second of a DPoP run (default 5000): more than the '
+                             'project answers; a run that uses them all up fails')
     parser.add_argument('--side-tables', action='store_true',
                         help="also the project's token formats (JWT / opaque) and metrics (on / off) side by side")
     parser.add_argument('--dot-python', help="the Python of a ready environment with bench/dot_peer/requirements.txt")
@@ -589,6 +728,9 @@ def main() -> int:
     parser.add_argument('--prepare', action='store_true', help='make the environments above, then stop')
     parser.add_argument('--output', default=str(BENCH / 'latest.json'))
     args = parser.parse_args()
+    if args.duration * 1.5 > DPOP_PROOF_MAX_AGE:
+        parser.error(f'--duration at most {DPOP_PROOF_MAX_AGE // 1.5:.0f} s: a DPoP proof is good for '
+                     f'{DPOP_PROOF_MAX_AGE} s after it is signed, and the proofs of a run are signed before it starts')
     args.wrk = ensure_wrk()
     args.dot_python, args.granian_python = dot_python(args), granian_python(args)
     if args.prepare:
@@ -639,8 +781,9 @@ def main() -> int:
         'databases': measured}
     Path(args.output).write_text(json.dumps(report, indent=2) + '\n')
     errors = sum(run['errors'] for database in measured for run in database['runs'])
-    errors += sum(run['errors'] for database in measured for table in ('token_formats', 'metrics')
+    errors += sum(run['errors'] for database in measured for table in ('dpop', 'token_formats', 'metrics')
                   for run in database.get(table, {}).get('runs', []))
+    short = sum(run.get('proofs_short', 0) for database in measured for run in database['dpop']['runs'])
 
     print(f'{machine["cpus"]} CPUs, Python {machine["python"]}; {WORKERS} workers each, '
           f'wrk {args.threads} threads x {args.connections} connections x {args.duration} s, '
@@ -651,6 +794,8 @@ def main() -> int:
         print_tables(database)
     print(f'\ntargets met: {report["targets_met"]["met"]} of {report["targets_met"]["of"]}')
     print(f'figures written to {args.output}' + (f'; {errors} failed requests!' if errors else ''))
+    if short:
+        print(f'{short} DPoP requests found no proof left: run again with a --dpop-rate above the DPoP req/s')
     return 1 if errors else 0
 
 

@@ -65,11 +65,29 @@ def test_the_benchmark_runs_on_both_databases_and_reports(postgres, bench_tools,
         for rss in measured['rss_mib'].values():
             assert rss['workers'] == 2 and 10 < rss['mean_mib'] <= rss['max_mib'] < 1000
 
+        # DPoP against bearer: each endpoint and token format, the two taking
+        # turns, each DPoP request with a proof of its own (none ran short).
+        dpop = measured['dpop']
+        rows = [(row['endpoint'], row['token_format']) for row in dpop['summary']]
+        assert rows == [(endpoint, token_format) for endpoint in ('POST /oauth/token (form)', 'GET /api/me')
+                        for token_format in ('opaque', 'jwt')]
+        assert sorted((run['endpoint'], run['token_format'], run['variant']) for run in dpop['runs']) == sorted(
+            (endpoint, token_format, variant) for endpoint, token_format in rows for variant in ('bearer', 'dpop'))
+        assert all(run['rps'] > 0 and run['errors'] == 0 and 0 < run['p50_ms'] <= run['p99_ms'] for run in dpop['runs'])
+        assert all(run['proofs_short'] == 0 for run in dpop['runs'] if run['variant'] == 'dpop')
+        for row in dpop['summary']:
+            assert row['p50 DPoP / bearer'] == round(row['dpop']['p50_ms'] / row['bearer']['p50_ms'], 3)
+            assert row['req/s bearer / DPoP'] == round(row['bearer']['rps'] / row['dpop']['rps'], 3)
+        printed = result.stdout.split(f'\n{measured["database"]}: DPoP against bearer')[1].split('\n\n')[0]
+        assert [line.split(' | ')[:2] for line in printed.splitlines()[3:]] == [
+            [f'| {endpoint}', token_format] for endpoint, token_format in rows]
+
         # Each target, met or not, with its value; and printed.
         targets = measured['targets']
-        assert len(targets) == 3 * 3 + 1 + 1 + 3  # peers and baseline x 3 endpoints, 1M tokens, RSS, granian
+        assert len(targets) == 3 * 3 + 1 + 1 + 3 + 4  # peers and baseline x 3 endpoints, 1M tokens, RSS, granian, DPoP
         assert all(isinstance(target['met'], bool) and target['value'] is not None for target in targets)
         assert sum(1 for target in targets if target['target'].startswith('granian / gunicorn')) == 3
+        assert sum(1 for target in targets if target['target'].startswith('DPoP / bearer')) == 4
         printed = result.stdout.split(f'\n{measured["database"]}: targets\n')[1].split('\n\n')[0].splitlines()
         assert len(printed) == len(targets) and all(line.startswith(('- met: ', '- NOT MET: ')) for line in printed)
 
@@ -77,7 +95,8 @@ def test_the_benchmark_runs_on_both_databases_and_reports(postgres, bench_tools,
             assert len(measured[table]['runs']) == 2 * 2  # 2 endpoints x 2 variants
             assert {run['variant'] for run in measured[table]['runs']} == set(variants)
             assert all(run['rps'] > 0 and run['errors'] == 0 for run in measured[table]['runs'])
-    assert result.stdout.count('| GET /api/me |') == 2 * 2  # the apps' table and the ratios, per database
+    # The apps' table, the ratios and the DPoP table (opaque, JWT), per database.
+    assert result.stdout.count('| GET /api/me |') == 2 * (1 + 1 + 2)
     met = sum(target['met'] for measured in report['databases'] for target in measured['targets'])
-    assert report['targets_met'] == {'met': met, 'of': 2 * 14}
-    assert f'targets met: {met} of 28' in result.stdout
+    assert report['targets_met'] == {'met': met, 'of': 2 * 18}
+    assert f'targets met: {met} of 36' in result.stdout
