@@ -28,9 +28,10 @@ bench/latest.json keeps every round; before its first round each app has
 on a tokens table holding a handful of rows, and again at the end on the
 apps sharing the project's tables, after the tokens table is bulk-seeded to
 --tokens rows. Then each app's worker memory (RSS) is read.
-Before that, the project's DPoP row (RFC 9449): its token endpoint (form)
-and GET /api/me with opaque and JWT tokens, the bearer request and the
-DPoP-bound one taking turns. A DPoP proof is good once and for a minute:
+Before that, the project's DPoP row (RFC 9449), on a project server of its
+own (so that the workers whose memory is compared serve what every app
+serves): its token endpoint (form) and GET /api/me with opaque and JWT
+tokens, the bearer request and the DPoP-bound one taking turns. A DPoP proof is good once and for a minute:
 before each DPoP run, --dpop-rate proofs for each of its seconds are signed
 with client.py's PrivateKey and written to files, one per wrk thread, which
 a wrk script sends in turn; a run that uses them up fails, never reusing one.
@@ -477,6 +478,9 @@ def measure(database_url: str, dot_database_url: str, args, workdir: Path) -> di
         'dot': (args.dot_python, 'gunicorn', 'wsgi:application', BENCH / 'dot_peer', lambda url: dot_env),
         'hello': (PYTHON, 'gunicorn', 'hello:app', BENCH, lambda url: {}),
     }
+    # The DPoP row on a project server of its own: the workers above, whose
+    # memory is compared, serve what every app serves (and load no JWT or DPoP code).
+    started['project_dpop'] = started['project']
     if args.side_tables:  # the project once more, with its Prometheus metrics off
         started['metrics_off'] = (PYTHON, 'gunicorn', 'server:app', ROOT, lambda url: {
             **env, 'FLASK_OAUTH2_ISSUER': url, 'FLASK_METRICS_ENABLED': 'false'})
@@ -506,8 +510,8 @@ def measure(database_url: str, dot_database_url: str, args, workdir: Path) -> di
                      'app': 'dot_default_hasher', 'round': 1, **slow})
 
         jwt_client = create_client(env, '--token-format', 'jwt')
-        dpop = dpop_table(servers['project'], {'opaque': (client_id, secret), 'jwt': jwt_client}, args, workdir,
-                          kind)
+        dpop = dpop_table(servers['project_dpop'], {'opaque': (client_id, secret), 'jwt': jwt_client}, args,
+                          workdir, kind)
         if args.side_tables:
             side = side_tables(servers, (client_id, secret), jwt_client, args, workdir, kind)
 
