@@ -140,8 +140,8 @@ def access_token():
 @app.get('/api/me')
 @oauth.require_oauth()
 def me():
-    client = request.oauth.client
-    return jsonify(client_id=client.client_id, name=client.name, scope=' '.join(request.oauth.scopes))
+    oauth = request.oauth  # what the provider found: the token's client and scopes
+    return jsonify(client_id=oauth.client.client_id, name=oauth.client.name, scope=' '.join(oauth.scopes))
 
 
 @app.get('/api/items')

@@ -41,11 +41,11 @@ def presented_client_id() -> str | None:
     return client_id
 
 
-def client_address_key() -> str:
+def client_address_key(address: str | None) -> str:
     # Hashed: the id is the caller's text (any length, any character) and
     # becomes a key in the limit storage, a database row with database://.
     client_id = (presented_client_id() or '').encode('utf-8', 'replace')
-    return f'client:{hashlib.sha256(client_id).hexdigest()}:address:{request.remote_addr}'
+    return f'client:{hashlib.sha256(client_id).hexdigest()}:address:{address}'
 
 
 parse_limit = lru_cache(maxsize=16)(parse)  # "10 per minute" -> a limit, once
@@ -73,8 +73,9 @@ class FailedAuthenticationLimiter:
         app.register_error_handler(StorageError, storage_unavailable)
 
     def counters(self) -> list[tuple]:
-        return [(parse_limit(self.config['AUTH_FAILURES_PER_ADDRESS']), f'address:{request.remote_addr}'),
-                (parse_limit(self.config['AUTH_FAILURES_PER_CLIENT_ADDRESS']), client_address_key())]
+        address = request.remote_addr
+        return [(parse_limit(self.config['AUTH_FAILURES_PER_ADDRESS']), f'address:{address}'),
+                (parse_limit(self.config['AUTH_FAILURES_PER_CLIENT_ADDRESS']), client_address_key(address))]
 
     def __call__(self, view):
         @wraps(view)

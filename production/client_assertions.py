@@ -159,13 +159,15 @@ def too_costly(key) -> str:
 def presented_assertion() -> str | None:
     """This request's client_assertion, or None when it brings none.
     RFC 6749 §2.3: one authentication method per request."""
-    assertion_type = request.form.get('client_assertion_type')
-    assertion = request.form.get('client_assertion')
-    if assertion_type is None and assertion is None:
+    form = request.form
+    # Asked with `in` first: a secret's requests lack both fields, and Werkzeug's
+    # get() of a missing field builds an exception to catch (1.5 us each).
+    if 'client_assertion_type' not in form and 'client_assertion' not in form:
         return None
+    assertion_type, assertion = form.get('client_assertion_type'), form.get('client_assertion')
     if not assertion_type or not assertion:
         raise errors.InvalidRequestError(description='Send client_assertion with client_assertion_type.')
-    if request.form.get('client_secret') or (request.authorization and request.authorization.type == 'basic'):
+    if form.get('client_secret') or (request.authorization and request.authorization.type == 'basic'):
         raise errors.InvalidRequestError(description='Use one client authentication method, not both.')
     return assertion
 

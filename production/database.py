@@ -62,9 +62,10 @@ def request_engine(engine: Engine) -> Engine:
 def get_connection() -> Connection:
     """This request's connection: one pool checkout (and, on a database
     server, one pre-ping) however many hot statements the request runs."""
-    if 'db_connection' not in g:
-        g.db_connection = request_engine(db.engine).connect()
-    return g.db_connection
+    connection = g.get('db_connection')
+    if connection is None:
+        connection = g.db_connection = request_engine(db.engine).connect()
+    return connection
 
 
 def close_connection(error: BaseException | None = None) -> None:

@@ -35,7 +35,8 @@ def client_credentials() -> tuple[str | None, str | None]:
         basic = request.authorization  # parsed once per request by Werkzeug
     except ValueError:  # Werkzeug's base64 decoder refuses a non-ASCII value with a bare ValueError
         raise errors.InvalidRequestError(description='Malformed Authorization header.') from None
-    form_client_id, form_client_secret = request.form.get('client_id'), request.form.get('client_secret')
+    form = request.form.to_dict()  # a plain dict: HTTP Basic's requests lack these fields (see presented_assertion)
+    form_client_id, form_client_secret = form.get('client_id'), form.get('client_secret')
     if basic is None or basic.type != 'basic':
         return form_client_id, form_client_secret
     client_id = unquote_plus(basic.username or '')
