@@ -5,6 +5,10 @@ The shape follows Flask's tutorial (flaskr/db.py): `get_connection()` opens
 this request's connection on first use and keeps it on `g`;
 `close_connection()` gives it back when the request ends; `init_app(app)`
 wires both. The models run their hot statements through `execute_one()`.
+
+Flask-Migrate, and Alembic with it (11 MiB in each process), is imported
+only when the schema must change or a `flask db` command runs: a server
+whose database is at the newest migration never loads it.
 """
 from __future__ import annotations
 
@@ -12,12 +16,11 @@ from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
-import flask_migrate
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
+import click
 from flask import current_app, g, request
+from flask.cli import with_appcontext
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase
@@ -34,13 +37,14 @@ class Base(DeclarativeBase):
 db = SQLAlchemy(model_class=Base, session_options={'expire_on_commit': False})
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / 'migrations'
-# render_as_batch: SQLite cannot ALTER most things; Alembic's batch mode copies the table instead.
-migrate = flask_migrate.Migrate(directory=str(MIGRATIONS), render_as_batch=True, compare_type=True)
+# The revision of the newest migration in MIGRATIONS (tests/test_migrations.py
+# checks it): a database at it needs no Alembic.
+NEWEST_MIGRATION = '0005'
 
 
 def init_app(app) -> None:
     db.init_app(app)
-    migrate.init_app(app, db)
+    app.cli.add_command(migration_commands)
     with app.app_context():
         create_database_file(db.engine)  # SQLite: a new file is its owner's only (production/sqlite.py)
         remember_file(database_file(db.engine))  # SQLite: the file as it is now
@@ -104,6 +108,26 @@ def database_error_line(error: SQLAlchemyError) -> str:
 
 # --- Migrations (Flask-Migrate, which runs Alembic) -----------------------
 
+def flask_migrate():
+    """Flask-Migrate, set up on this app (Migrate.init_app) on first use."""
+    import flask_migrate
+    if 'migrate' not in current_app.extensions:
+        # render_as_batch: SQLite cannot ALTER most things; Alembic's batch mode copies the table instead.
+        flask_migrate.Migrate(current_app, db, directory=str(MIGRATIONS), render_as_batch=True, compare_type=True)
+    return flask_migrate
+
+
+@click.command('db', add_help_option=False, context_settings={'ignore_unknown_options': True,
+                                                              'allow_extra_args': True})
+@click.pass_context
+@with_appcontext
+def migration_commands(ctx) -> None:
+    """Schema migrations: Flask-Migrate's commands (flask db upgrade, ...)."""
+    flask_migrate()
+    from flask_migrate.cli import db as commands
+    commands.main(ctx.args, prog_name=ctx.command_path)  # its options, its help, its exit code
+
+
 SCHEMA_LOCK = 70060749  # PostgreSQL advisory lock id: any number, the same in every process
 
 
@@ -124,9 +148,20 @@ def schema_lock(engine: Engine):
             connection.commit()
 
 
+def at_newest_migration(engine: Engine) -> bool:
+    """The schema is at NEWEST_MIGRATION: read from Alembic's table without Alembic."""
+    with engine.connect() as connection:
+        if not inspect(connection).has_table('alembic_version'):
+            return False
+        return connection.execute(text('SELECT version_num FROM alembic_version')).scalars().all() == [
+            NEWEST_MIGRATION]
+
+
 def unknown_revisions(engine: Engine) -> list[str]:
     """The revisions the database's schema is at that this code's migrations
     do not know: a newer release has already upgraded it."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
     known = {script.revision for script in ScriptDirectory(str(MIGRATIONS)).walk_revisions()}
     with engine.connect() as connection:
         return [revision for revision in MigrationContext.configure(connection).get_current_heads()
@@ -141,18 +176,23 @@ def upgrade_schema() -> None:
     runs the migrations alone."""
     from production.signing_keys import protect_stored_keys  # it imports the models, which import this module
     with schema_lock(db.engine):
-        newer = unknown_revisions(db.engine)
-        if newer:
-            # A rolling deploy: a newer release, on another server, has migrated
-            # first. This one runs on that schema instead of refusing every
-            # request (Flask-Migrate would exit the process); docs/migrations.md asks
-            # migrations to keep the previous release working.
-            current_app.logger.warning(
-                'the database schema is at revision %s, newer than this code knows; '
-                'not upgrading it', ', '.join(newer))
-        else:
-            flask_migrate.upgrade()
+        if not at_newest_migration(db.engine):
+            migrate_to_newest()
         protect_stored_keys()
+
+
+def migrate_to_newest() -> None:
+    newer = unknown_revisions(db.engine)
+    if newer:
+        # A rolling deploy: a newer release, on another server, has migrated
+        # first. This one runs on that schema instead of refusing every
+        # request (Flask-Migrate would exit the process); docs/migrations.md asks
+        # migrations to keep the previous release working.
+        current_app.logger.warning(
+            'the database schema is at revision %s, newer than this code knows; '
+            'not upgrading it', ', '.join(newer))
+    else:
+        flask_migrate().upgrade()
 
 
 _schema_ready = False

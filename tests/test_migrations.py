@@ -110,6 +110,31 @@ def test_a_database_from_before_migrations_keeps_its_data(empty_database):
     assert token_status == '200'
 
 
+# A process loads Alembic only to change the schema: the script says which
+# of the two modules are loaded once the app has answered its first request.
+FIRST_REQUEST = """
+import sys
+import server
+answer = server.app.test_client().get('/api/me')
+print(answer.status_code, 'alembic' in sys.modules, 'flask_migrate' in sys.modules)
+"""
+
+
+def test_a_server_on_an_up_to_date_database_never_loads_alembic(empty_database):
+    from production.database import NEWEST_MIGRATION
+    assert NEWEST_MIGRATION == HEAD  # what the server compares the database with, without Alembic
+    assert flask_command(empty_database, 'db', 'upgrade').returncode == 0
+    result = run_python('-c', FIRST_REQUEST, env={'DATABASE_URL': empty_database})
+    assert result.stdout.split() == ['401', 'False', 'False'], result.stderr[-2000:]
+
+
+def test_a_server_on_an_older_schema_upgrades_it_at_its_first_request(empty_database):
+    assert flask_command(empty_database, 'db', 'upgrade', '0004').returncode == 0
+    result = run_python('-c', FIRST_REQUEST, env={'DATABASE_URL': empty_database})
+    assert result.stdout.split() == ['401', 'True', 'True'], result.stderr[-2000:]
+    assert query(empty_database, 'SELECT version_num FROM alembic_version') == [(HEAD,)]
+
+
 def test_a_command_on_a_database_from_before_migrations_upgrades_it_first(empty_database):
     make_legacy_database(empty_database)
     result = flask_command(empty_database, 'list-clients')
