@@ -108,12 +108,13 @@ def database_error_line(error: SQLAlchemyError) -> str:
 
 # --- Migrations (Flask-Migrate, which runs Alembic) -----------------------
 
-def flask_migrate():
-    """Flask-Migrate, set up on this app (Migrate.init_app) on first use."""
+def set_up_flask_migrate():
+    """The flask_migrate module, once Migrate is set up on this app (on first use)."""
     import flask_migrate
-    if 'migrate' not in current_app.extensions:
+    app = current_app._get_current_object()
+    if 'migrate' not in app.extensions:
         # render_as_batch: SQLite cannot ALTER most things; Alembic's batch mode copies the table instead.
-        flask_migrate.Migrate(current_app, db, directory=str(MIGRATIONS), render_as_batch=True, compare_type=True)
+        flask_migrate.Migrate(app, db, directory=str(MIGRATIONS), render_as_batch=True, compare_type=True)
     return flask_migrate
 
 
@@ -123,7 +124,7 @@ def flask_migrate():
 @with_appcontext
 def migration_commands(ctx) -> None:
     """Schema migrations: Flask-Migrate's commands (flask db upgrade, ...)."""
-    flask_migrate()
+    set_up_flask_migrate()
     from flask_migrate.cli import db as commands
     commands.main(ctx.args, prog_name=ctx.command_path)  # its options, its help, its exit code
 
@@ -192,7 +193,7 @@ def migrate_to_newest() -> None:
             'the database schema is at revision %s, newer than this code knows; '
             'not upgrading it', ', '.join(newer))
     else:
-        flask_migrate().upgrade()
+        set_up_flask_migrate().upgrade()
 
 
 _schema_ready = False
