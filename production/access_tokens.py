@@ -16,7 +16,6 @@ from __future__ import annotations
 import time
 
 from flask import current_app
-from joserfc import jwt
 
 from models import aud_claim, random_credential
 from production.settings import issuer
@@ -48,6 +47,7 @@ def sign(client_id: str, scopes: list[str], audience: list[str], expires_in: int
     }
     if jkt:
         claims['cnf'] = {'jkt': jkt}
+    from joserfc import jwt  # on first use: production/signing_keys.py says why
     return jwt.encode({'typ': 'at+jwt', 'alg': alg, 'kid': key.kid}, claims, key, algorithms=[alg])
 
 

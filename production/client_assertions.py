@@ -17,6 +17,10 @@ replay store (production/replay.py) as long as the assertion is accepted
 worker and every app server.
 Whoever an assertion names, checking it costs one signature check, so that
 its time does not tell whether that client exists.
+
+joserfc, and cryptography with it (11 MiB in each process), is imported by
+the functions that read a key or check a signature, on first use: a server
+whose clients all use secrets never loads it.
 """
 from __future__ import annotations
 
@@ -27,24 +31,26 @@ import secrets
 import time
 import warnings
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from flask import current_app, request
-from joserfc import jwt
-from joserfc.errors import ClaimError, ExpiredTokenError, JoseError, SecurityWarning
-from joserfc.jwk import ECKey, Key, KeySet, OKPKey, RSAKey
-from joserfc.jwt import JWTClaimsRegistry, Token
 from oauthlib.oauth2.rfc6749 import errors
 
 from models import ClientView
 from production import replay
 from production.settings import issuer, public_url
 
+if TYPE_CHECKING:
+    from joserfc.jwk import Key, KeySet
+    from joserfc.jwt import Token
+
 ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer'  # RFC 7523 §2.2
 # Asymmetric only: never `none`, never an HMAC (whose key would be the secret
 # this method exists to avoid, or a public key an attacker knows).
 SIGNING_ALGS = ['RS256', 'ES256', 'EdDSA', 'Ed25519']
-# EdDSA is Ed25519's older name (RFC 9864); many client libraries still send it.
-warnings.filterwarnings('ignore', message='EdDSA is deprecated', category=SecurityWarning)
+# EdDSA is Ed25519's older name (RFC 9864); many client libraries still send it
+# (joserfc's SecurityWarning is a UserWarning).
+warnings.filterwarnings('ignore', message='EdDSA is deprecated', category=UserWarning)
 CLOCK_SKEW = 5  # seconds a client's clock and ours may differ: the leeway on an assertion's exp and iat
 PRIVATE_MEMBERS = {'d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k'}  # RFC 7518 §6: never in a public key
 # What a registered key, or the key in a DPoP proof, may be. An assertion is
@@ -67,18 +73,17 @@ RSA_BITS = (2048, 4096)
 REMOTE_MEMBERS = {'x5u', 'x5c', 'jku'}
 
 
-def _stand_in_keys() -> dict[str, Key]:
+@functools.cache
+def stand_in_keys() -> dict[str, Key]:
     # Public keys only: nothing is ever accepted because of them. The RSA
     # modulus is a random odd 2048-bit number rather than a generated key
     # (0.1 s at every start): a signature check costs the same with it.
+    from joserfc.jwk import ECKey, OKPKey, RSAKey
     rsa = RSAKey.import_key({'kty': 'RSA', 'e': 'AQAB', 'n': base64.urlsafe_b64encode(
         (secrets.randbits(2048) | (1 << 2047) | 1).to_bytes(256, 'big')).rstrip(b'=').decode()})
     ec = ECKey.import_key(ECKey.generate_key('P-256').as_dict(private=False))
     okp = OKPKey.import_key(OKPKey.generate_key('Ed25519').as_dict(private=False))
     return {'RS256': rsa, 'ES256': ec, 'EdDSA': okp, 'Ed25519': okp}
-
-
-STAND_IN_KEYS = _stand_in_keys()
 
 
 def check_jwks(document: str) -> tuple[str, list[str]]:
@@ -118,6 +123,8 @@ def public_key(member: object) -> Key:
     problem = unusable(member)
     if problem:
         raise ValueError(problem)
+    from joserfc.errors import JoseError
+    from joserfc.jwk import KeySet
     try:
         key = KeySet.import_key_set({'keys': [member]}).keys[0]
     except (JoseError, ValueError, TypeError, KeyError) as error:
@@ -229,6 +236,7 @@ def client_keys(jwks: str) -> KeySet:
     """A client's registered JWK Set, read once per process (and again when
     it changes: the text is the key), so that an assertion naming the
     client costs no more work than one naming nobody."""
+    from joserfc.jwk import KeySet
     return KeySet.import_key_set(json.loads(jwks))
 
 
@@ -248,6 +256,8 @@ def verified(assertion: str, keys: KeySet | None) -> tuple[Token | None, str]:
     elif keys is not None:
         key = next((candidate for candidate in keys.keys if candidate.kid == kid), None)
         failure = '' if key is not None else 'unknown_kid'
+    from joserfc import jwt
+    from joserfc.errors import JoseError
     try:
         token = jwt.decode(assertion, key or stand_in_key(header.get('alg')), algorithms=SIGNING_ALGS)
     except (JoseError, ValueError):
@@ -258,11 +268,14 @@ def verified(assertion: str, keys: KeySet | None) -> tuple[Token | None, str]:
 def stand_in_key(alg: object) -> Key:
     """The stand-in that verified() checks a signature with when the client
     has no key to: one of the algorithm's own key type, of the usual size."""
-    return STAND_IN_KEYS.get(alg if isinstance(alg, str) else '', STAND_IN_KEYS['ES256'])
+    keys = stand_in_keys()
+    return keys.get(alg if isinstance(alg, str) else '', keys['ES256'])
 
 
 def check_claims(claims: dict, client_id: str) -> str:
     """RFC 7523 §3: "" when the claims are right, else what is wrong."""
+    from joserfc.errors import ClaimError, ExpiredTokenError
+    from joserfc.jwt import JWTClaimsRegistry
     registry = JWTClaimsRegistry(
         leeway=CLOCK_SKEW, iss={'essential': True, 'value': client_id}, sub={'essential': True, 'value': client_id},
         aud={'essential': True, 'values': audiences()}, exp={'essential': True}, jti={'essential': True})

@@ -19,6 +19,8 @@ through the replay store every worker and app server shares
 With DPOP_NONCE on, a proof must also carry a nonce this server gave
 (§8, §9): an HMAC of the current time period under SECRET_KEY, which every
 worker and app server computes alike without sharing anything.
+joserfc, and cryptography with it, is imported when the first proof is
+checked (as in production/client_assertions.py).
 """
 from __future__ import annotations
 
@@ -31,17 +33,19 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from flask import current_app, g, request
-from joserfc import jws
-from joserfc.errors import JoseError
-from joserfc.jwk import Key
 from oauthlib.oauth2.rfc6749 import errors
 
 from production import replay
 from production.client_assertions import CLOCK_SKEW, KEY_TYPES, SIGNING_ALGS, public_key, unverified
 from production.settings import issuer
+
+if TYPE_CHECKING:
+    from joserfc.jwk import Key
+    from joserfc.jws import JWSRegistry
 
 # Asymmetric only (§4.2), and the same algorithms, keys and limits as a
 # client's assertions: one set of checks serves both (client_assertions.public_key).
@@ -55,15 +59,19 @@ COMPACT_JWS = re.compile(r'[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+')  # R
 NONCE = re.compile(r'[\x21\x23-\x5b\x5d-\x7e]{1,200}')  # §8.1: 1*NQCHAR
 NOT_DESCRIPTION = re.compile(r'[^\x20\x21\x23-\x5b\x5d-\x7e]')  # RFC 6749 §5.2: what an error_description may not hold
 DEFAULT_PORTS = {'http': 80, 'https': 443}  # RFC 3986 §6.2.3
+MAX_HEADER_LENGTH = 2048  # bytes of a proof's header (base64url)
 
 
-class ProofRegistry(jws.JWSRegistry):
-    max_header_length = 2048  # joserfc's documented bound on a JWS header, in bytes (base64url)
+@functools.cache
+def proof_registry() -> JWSRegistry:
+    from joserfc.jws import JWSRegistry
 
+    class ProofRegistry(JWSRegistry):
+        max_header_length = MAX_HEADER_LENGTH  # joserfc's documented bound on a JWS header
 
-# strict_check_header off: a proof may carry header parameters of other
-# specifications (§4.2); those of JWS extensions are refused in proof_key().
-REGISTRY = ProofRegistry(algorithms=ALGS, strict_check_header=False)
+    # strict_check_header off: a proof may carry header parameters of other
+    # specifications (§4.2); those of JWS extensions are refused in proof_key().
+    return ProofRegistry(algorithms=ALGS, strict_check_header=False)
 
 
 class InvalidDPoPProofError(errors.OAuth2Error):
@@ -143,9 +151,11 @@ def check_proof(proof: str, access_token: str | None = None) -> Proof:
         raise invalid('The DPoP proof is not a JWT (a compact JWS of three base64url parts) '
                       f'of at most {MAX_PROOF_LENGTH} characters.')
     key, jkt = proof_key(proof.partition('.')[0])
+    from joserfc import jws
+    from joserfc.errors import JoseError
     try:
-        signed = jws.extract_compact(proof.encode(), registry=REGISTRY)
-        verified = jws.validate_compact(signed, key, registry=REGISTRY)
+        signed = jws.extract_compact(proof.encode(), registry=proof_registry())
+        verified = jws.validate_compact(signed, key, registry=proof_registry())
     except (JoseError, ValueError):
         verified = False
     if not verified:  # §4.3 step 6
@@ -165,8 +175,8 @@ def proof_key(header_segment: str) -> tuple[Key, str]:
     """The public key in a proof's header, checked, and its thumbprint
     (§4.3 steps 4, 5 and 7). Read once per header: a client sends the same
     header, with the same key, in each of its proofs."""
-    if len(header_segment) > ProofRegistry.max_header_length:
-        raise invalid(f"The DPoP proof's header is over {ProofRegistry.max_header_length} bytes.")
+    if len(header_segment) > MAX_HEADER_LENGTH:
+        raise invalid(f"The DPoP proof's header is over {MAX_HEADER_LENGTH} bytes.")
     header = unverified(header_segment, 0)
     if not header:
         raise invalid("The DPoP proof's header is not a JSON object.")

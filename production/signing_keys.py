@@ -20,7 +20,9 @@ only its public half. No key is made until a client needs a JWT.
 Each process keeps the key it signs with (KeyRing), so that signing reads
 no row: it reads it again every SIGNING_KEY_CACHE_SECONDS, so it follows a
 rotation within that time. The JWKS is read from the database each time it
-is asked for.
+is asked for. joserfc and cryptography are imported when a key is first
+made, read or encrypted: a server that issues opaque tokens only never
+loads them (production/client_assertions.py says the same).
 """
 from __future__ import annotations
 
@@ -29,12 +31,9 @@ import logging
 import threading
 import time
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
 from flask import current_app
-from joserfc.errors import JoseError
-from joserfc.jwk import ECKey, Key, RSAKey
 from sqlalchemy import String, Text, func
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -43,12 +42,15 @@ from production.database import schema_lock
 from production.errors import RetryLater
 from production.sqlite import empty_the_log
 
+if TYPE_CHECKING:
+    from joserfc.jwk import Key
+
 log = logging.getLogger(__name__)
 
 # RS256 is the one RFC 9068 §2.1 requires; ES256 signs six times faster and
 # makes tokens a third shorter (bench/jose_algorithms.py; docs/jwt.md: "Keys
 # and their rotation").
-ALGORITHMS = {'ES256': (ECKey, 'P-256'), 'RS256': (RSAKey, 2048)}  # alg: its key type, curve or size
+ALGORITHMS = {'ES256': ('EC', 'P-256'), 'RS256': ('RSA', 2048)}  # alg: its key type (kty), curve or size
 CANNOT_SIGN_RETRY_AFTER = 60  # seconds; it takes an operator: a passphrase, or a new key
 
 
@@ -70,8 +72,7 @@ class SigningKey(db.Model):
     @classmethod
     def generate(cls, alg: str, passphrase: str | None) -> SigningKey:
         """A new key, added to the session; it signs from the next commit on."""
-        key_type, curve_or_size = ALGORITHMS[alg]
-        private = key_type.generate_key(curve_or_size, private=True)
+        private = key_class(alg).generate_key(ALGORITHMS[alg][1], private=True)
         kid = private.thumbprint()
         public = private.as_dict(private=False, kid=kid, alg=alg, use='sig')
         key = cls(kid=kid, alg=alg, public_jwk=json.dumps(public),
@@ -144,6 +145,7 @@ class SigningKey(db.Model):
         key_type = self.key_type()
         if not self.private_pem:
             raise self.unusable('it has no private key')
+        from joserfc.errors import JoseError
         try:
             # A key stored in clear is read without the passphrase.
             key = key_type.import_key(self.private_pem, {'kid': self.kid, 'alg': self.alg},
@@ -168,6 +170,7 @@ class SigningKey(db.Model):
         """Its public half as the JWKS serves it; UnusableKey for a row that
         holds no readable one."""
         key_type = self.key_type()
+        from joserfc.errors import JoseError
         try:
             key = key_type.import_key(json.loads(self.public_jwk))
         except (TypeError, ValueError, JoseError):
@@ -183,13 +186,19 @@ class SigningKey(db.Model):
     def key_type(self) -> type[Key]:
         if self.alg not in ALGORITHMS:
             raise self.unusable(f'its alg {self.alg!r} is not one of {", ".join(ALGORITHMS)}')
-        return ALGORITHMS[self.alg][0]
+        return key_class(self.alg)
 
     def to_dict(self) -> dict:
         """What `list-signing-keys` shows: never the private key."""
         return {'kid': self.kid, 'alg': self.alg, 'created_at': self.created_at.isoformat(),
                 'retired_at': self.retired_at and self.retired_at.isoformat(),
                 'publish_until': self.publish_until and self.publish_until.isoformat()}
+
+
+def key_class(alg: str) -> type[Key]:
+    """joserfc's class for the keys of `alg`, one of ALGORITHMS."""
+    from joserfc.jwk import ECKey, RSAKey
+    return {'EC': ECKey, 'RSA': RSAKey}[ALGORITHMS[alg][0]]
 
 
 class UnusableKey(Exception):
@@ -299,6 +308,8 @@ def protect_stored_keys() -> None:
             log.warning('JWT signing key(s) %s are stored in clear: set FLASK_SIGNING_KEY_PASSPHRASE and they '
                         'are encrypted when the server next starts', ', '.join(key.kid for key in clear))
         return
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
     encrypted = []
     for key in clear:
         try:

@@ -432,3 +432,35 @@ def test_workers_and_app_servers_agree_on_the_keys(database_url, start_gunicorn)
     for server in (first, second):
         keys = KeySet.import_key_set(requests.get(f'{server.url}/.well-known/jwks.json', timeout=10).json())
         assert all(jwt.decode(token, keys, algorithms=['ES256']) for token in tokens[::5] + new)
+
+
+# joserfc and cryptography (11 MiB a process) load on first use: the script
+# prints whether they are loaded after a secret client's opaque token and
+# its API call, then after a JWT.
+FIRST_USE = """
+import sys
+import server
+from models import Client, db
+loaded = lambda: str('joserfc' in sys.modules and 'cryptography' in sys.modules)
+http = server.app.test_client()
+http.get('/api/me')  # the first request brings the schema up to date
+with server.app.app_context():
+    opaque, opaque_secret = Client.create('opaque', 'read')
+    jwt_client, jwt_secret = Client.create('jwt', 'read')
+    jwt_client.token_format = 'jwt'
+    db.session.commit()
+    ids = opaque.client_id, jwt_client.client_id
+form = {'grant_type': 'client_credentials', 'client_id': ids[0], 'client_secret': opaque_secret}
+token = http.post('/oauth/token', data=form).get_json()['access_token']
+me = http.get('/api/me', headers={'Authorization': 'Bearer ' + token})
+print(me.status_code, loaded())
+form = {'grant_type': 'client_credentials', 'client_id': ids[1], 'client_secret': jwt_secret}
+answer = http.post('/oauth/token', data=form)
+print(answer.status_code, loaded())
+"""
+
+
+def test_a_server_loads_joserfc_only_when_a_client_first_needs_a_jwt(tmp_path):
+    result = run_python('-c', FIRST_USE, env={'DATABASE_URL': f'sqlite:///{tmp_path}/first-use.sqlite',
+                                              'FLASK_SIGNING_KEY_PASSPHRASE': 'a passphrase for this test'})
+    assert result.stdout.split() == ['200', 'False', '200', 'True'], result.stderr[-2000:]
