@@ -247,6 +247,13 @@ MUTATIONS = [
     Mutation('migrations on SQLite with foreign keys on', 'migrations/env.py',
              "connection.exec_driver_sql('PRAGMA foreign_keys=OFF')", 'pass',
              (MIGRATIONS_KEEP_ROWS + '[sqlite-0001]', MIGRATIONS_KEEP_ROWS + '[sqlite-0002]')),  # both copy `clients`
+    # Memory (issue 26): what the hot path never needs is imported on first use.
+    Mutation('Alembic loaded by a server on an up-to-date database', 'production/database.py',
+             '        if not at_newest_migration(db.engine):', '        if True:',
+             ('tests/test_migrations.py::test_a_server_on_an_up_to_date_database_never_loads_alembic[sqlite]',)),
+    Mutation('joserfc loaded by a server that issues no JWT', 'production/access_tokens.py',
+             'from flask import current_app\n', 'from flask import current_app\nfrom joserfc import jwt\n',
+             (J + 'test_a_server_loads_joserfc_only_when_a_client_first_needs_a_jwt',)),
     # DPoP (RFC 9449 §4.3, §7): each check of a proof, and of the binding.
     Mutation('DPoP: htm not checked', 'production/dpop.py', '    if htm != request.method:  # step 8',
              '    if False:', (DPOP_HOSTILE,)),
