@@ -350,16 +350,24 @@ def jwt_verifier(server_url):
     return namespace['verify']
 
 
-def test_the_jwt_verifier_verifies_and_refuses(live_server, make_client, http):
-    """docs/jwt.md's verifier, run against a live server: it accepts a good
-    token and refuses forged ones and one for another audience."""
-    from conftest import token_form
-
+def billing_jwt_client(make_client):
+    """(client, secret): a client whose JWTs are for the billing API that the docs' verifier guards."""
     from models import Client, db
     client_id, client_secret = make_client()
     client = Client.find(client_id)
     client.resources, client.token_format = 'https://billing.example.com/api', 'jwt'
     db.session.commit()
+    return client, client_secret
+
+
+def test_the_jwt_verifier_verifies_and_refuses(live_server, make_client, http):
+    """docs/jwt.md's verifier, run against a live server: it accepts a good
+    token and refuses forged ones and one for another audience."""
+    from conftest import token_form
+
+    from models import db
+    client, client_secret = billing_jwt_client(make_client)
+    client_id = client.client_id
     verify = jwt_verifier(live_server)
     answer = requests.post(f'{live_server}/oauth/token', data=token_form(client_id, client_secret), timeout=10)
     claims = verify(answer.json()['access_token'])
@@ -404,11 +412,8 @@ def test_the_jwt_verifier_refuses_a_dpop_bound_token_sent_as_bearer(live_server,
     from conftest import token_form
 
     from client import PrivateKey
-    from models import Client, db
-    client_id, client_secret = make_client()
-    client = Client.find(client_id)
-    client.resources, client.token_format = 'https://billing.example.com/api', 'jwt'
-    db.session.commit()
+    client, client_secret = billing_jwt_client(make_client)
+    client_id = client.client_id
     verify = jwt_verifier(live_server)
     unbound = requests.post(f'{live_server}/oauth/token', data=token_form(client_id, client_secret), timeout=10)
     assert verify(unbound.json()['access_token'])['client_id'] == client_id
