@@ -153,9 +153,10 @@ def check_proof(proof: str, access_token: str | None = None) -> Proof:
     key, jkt = proof_key(proof.partition('.')[0])
     from joserfc import jws
     from joserfc.errors import JoseError
+    registry = proof_registry()
     try:
-        signed = jws.extract_compact(proof.encode(), registry=proof_registry())
-        verified = jws.validate_compact(signed, key, registry=proof_registry())
+        signed = jws.extract_compact(proof.encode(), registry=registry)
+        verified = jws.validate_compact(signed, key, registry=registry)
     except (JoseError, ValueError):
         verified = False
     if not verified:  # §4.3 step 6
